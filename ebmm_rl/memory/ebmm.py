@@ -1,0 +1,440 @@
+"""The Energy-Based Memory Model: batch and streaming write by gradient descent on fast weights, read by gradient
+descent on the input, and the meta-learning loss through both.
+
+Bartunov et al., "Meta-Learning Deep Energy-Based Memory Models", ICLR 2020. The streaming write (one pattern per
+step) is this project's relaxation of the paper's batch-writing limitation.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal, NamedTuple
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from ebmm_rl.memory.energy import EnergyNet
+
+GradMode = Literal["second_order", "first_order", "none"]
+GRAD_MODES: tuple[str, ...] = ("second_order", "first_order", "none")
+WRITE_KINDS: tuple[str, ...] = ("batch", "stream")
+
+# Columns of the per-layer step-size tables: one step size per term of the writing loss.
+ENERGY_TERM, GRADIENT_TERM, PRIOR_TERM = 0, 1, 2
+
+
+class MemoryState(NamedTuple):
+    """The contents of a batch of memories.
+
+    :param weights: flat fast weights ``[batch, memory_size]``, one memory per row
+    """
+
+    weights: Tensor
+
+
+def inverse_softplus(value: float) -> float:
+    """The raw parameter whose softplus is ``value`` (> 0)."""
+    if value <= 0:
+        raise ValueError(f"a softplus-positive initial value must be > 0, got {value}")
+    return value + math.log(-math.expm1(-value))
+
+
+class EBMM(nn.Module):
+    """Energy-based associative memory with meta-learned writing and reading.
+
+    Writing (batch): theta^0 = theta_bar, theta^{t+1} = theta^t - eta^t * mean_i grad_theta W(x_i, theta^t), with
+    W(x, theta) = E(x; theta) + alpha ||grad_x E(x; theta)||^2 + beta ||theta - theta_bar||^2 and one learned
+    step size per write step, per fast layer and per term of W. Writing (streaming): the same rule on one new pattern
+    at a time, from the current weights, with its own learned step sizes. Reading: ``read_steps`` of projected
+    gradient descent on the input with Nesterov momentum and non-increasing step sizes gamma^k = gamma^{k-1} *
+    sigmoid(l^k). All of theta_bar, the energy's slow weights, step sizes, alpha, beta and momentum are meta-learned
+    by :meth:`meta_loss`.
+
+    Where the paper is silent: step sizes are learned per write step as well (the paper writes eta^t); the read
+    momentum is learned (sigmoid); step sizes start larger than the paper's 1e-4 so that a short meta-training
+    moves them (``write_lr_init`` etc.); the momentum velocity after a projection is the projected displacement.
+
+    :param energy: the energy network, holding the slow weights and the layout of the fast weights
+    :param write_steps: gradient steps of a batch write
+    :param read_steps: gradient steps of a read
+    :param stream_steps: gradient steps per pattern of a streaming write
+    :param projection: ``(low, high)`` box that reads are clipped to (``(0, 1)`` for images, ``(-1, 1)`` for
+        +-1 strings), or None for unbounded patterns such as embeddings
+    :param grad_mode: how gradients flow through the inner loops: "second_order" (the paper), "first_order"
+        (inner gradients treated as constants) or "none" (no graph; acting). Under ``torch.no_grad`` it is "none".
+    :param write_lr_init: initial step size of every fast layer and term of the batch write
+    :param stream_lr_init: initial step size of every fast layer and term of the streaming write
+    :param read_lr_init: initial first read step size gamma^0
+    :param alpha_init: initial weight of the gradient-norm term of the writing loss
+    :param beta_init: initial weight of the prior term ||theta - theta_bar||^2 of the writing loss
+    :param momentum_init: initial Nesterov momentum of the read
+    """
+
+    def __init__(
+        self,
+        energy: EnergyNet,
+        write_steps: int = 5,
+        read_steps: int = 5,
+        stream_steps: int = 1,
+        projection: tuple[float, float] | None = None,
+        grad_mode: GradMode = "second_order",
+        write_lr_init: float = 1.0,
+        stream_lr_init: float = 1.0,
+        read_lr_init: float = 1.0,
+        alpha_init: float = 1e-2,
+        beta_init: float = 1e-2,
+        momentum_init: float = 0.5,
+    ) -> None:
+        super().__init__()
+        if not isinstance(energy, EnergyNet):
+            raise TypeError(f"energy must be an EnergyNet (e.g. MLPEnergy), got {type(energy).__name__}")
+        for name, steps in (("write_steps", write_steps), ("read_steps", read_steps), ("stream_steps", stream_steps)):
+            if steps < 1:
+                raise ValueError(f"{name} must be >= 1, got {steps}")
+        if projection is not None and not (len(projection) == 2 and projection[0] < projection[1]):
+            raise ValueError(f"projection must be (low, high) with low < high, or None; got {projection}")
+        self._check_grad_mode(grad_mode)
+        if not 0 < momentum_init < 1:
+            raise ValueError(f"momentum_init must be in (0, 1), got {momentum_init}")
+        self.energy = energy
+        self.write_steps = write_steps
+        self.read_steps = read_steps
+        self.stream_steps = stream_steps
+        self.projection = None if projection is None else (float(projection[0]), float(projection[1]))
+        self.grad_mode = grad_mode
+
+        n_layers = len(energy.fast_layers)
+        self.theta_bar = nn.Parameter(energy.initial_fast_weights())  # [memory_size]
+        self.write_lr_raw = nn.Parameter(torch.full((write_steps, n_layers, 3), inverse_softplus(write_lr_init)))
+        self.stream_lr_raw = nn.Parameter(torch.full((stream_steps, n_layers, 3), inverse_softplus(stream_lr_init)))
+        self.alpha_raw = nn.Parameter(torch.tensor(inverse_softplus(alpha_init)))
+        self.beta_raw = nn.Parameter(torch.tensor(inverse_softplus(beta_init)))
+        self.read_lr_raw = nn.Parameter(torch.tensor(inverse_softplus(read_lr_init)))
+        # sigmoid(4) ~ 0.98: the read starts with nearly constant step sizes and learns how fast to decay them.
+        self.read_decay_logits = nn.Parameter(torch.full((read_steps - 1,), 4.0))
+        self.momentum_logit = nn.Parameter(torch.tensor(math.log(momentum_init / (1 - momentum_init))))
+        layer_sizes = torch.tensor([layer.size for layer in energy.fast_layers])
+        self.register_buffer("layer_index", torch.repeat_interleave(torch.arange(n_layers), layer_sizes), persistent=False)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def memory_size(self) -> int:
+        """Number of float32 values in one memory's fast weights."""
+        return self.energy.memory_size
+
+    @property
+    def dim(self) -> int:
+        """Size of one pattern."""
+        return self.energy.dim
+
+    @property
+    def alpha(self) -> Tensor:
+        return F.softplus(self.alpha_raw)
+
+    @property
+    def beta(self) -> Tensor:
+        return F.softplus(self.beta_raw)
+
+    @property
+    def momentum(self) -> Tensor:
+        return torch.sigmoid(self.momentum_logit)
+
+    @property
+    def write_lr(self) -> Tensor:
+        """Batch-write step sizes ``[write_steps, fast_layers, 3]`` (terms: energy, gradient norm, prior)."""
+        return F.softplus(self.write_lr_raw)
+
+    @property
+    def stream_lr(self) -> Tensor:
+        """Streaming-write step sizes ``[stream_steps, fast_layers, 3]``."""
+        return F.softplus(self.stream_lr_raw)
+
+    @property
+    def read_lr(self) -> Tensor:
+        """Read step sizes ``[read_steps]``, non-increasing by construction."""
+        first = F.softplus(self.read_lr_raw)[None]
+        decay = torch.sigmoid(self.read_decay_logits)
+        return first * torch.cat([first.new_ones(1), torch.cumprod(decay, dim=0)])
+
+    # ------------------------------------------------------------------ public API
+    def init_state(self, batch_size: int) -> MemoryState:
+        """Empty memories: every row starts at the learned theta_bar.
+
+        :return: state with weights ``[batch_size, memory_size]``
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        return MemoryState(self.theta_bar.expand(batch_size, -1))
+
+    def energy_of(self, state: MemoryState, x: Tensor) -> Tensor:
+        """Energy of patterns under their memory.
+
+        :param x: ``[batch, patterns, dim]``
+        :return: ``[batch, patterns]``
+        """
+        self._check_state(state)
+        self._check_patterns(x, "x", state.weights.shape[0])
+        return self.energy(x, state.weights)
+
+    def write(
+        self, state: MemoryState, patterns: Tensor, mask: Tensor | None = None, grad_mode: GradMode | None = None
+    ) -> MemoryState:
+        """Batch write: ``write_steps`` gradient steps on the mean writing loss of all (unmasked) patterns.
+
+        :param patterns: ``[batch, n, dim]``
+        :param mask: ``[batch, n]`` bool, False for patterns that must not be written; a memory with no unmasked
+            pattern is returned unchanged
+        :return: the written state
+        """
+        self._check_state(state)
+        batch = state.weights.shape[0]
+        self._check_patterns(patterns, "patterns", batch)
+        pattern_weights = self._pattern_weights(mask, patterns.shape[:2], patterns)  # [batch, n]
+        mode = self._effective_mode(grad_mode)
+        weights = state.weights
+        lrs = self.write_lr
+        for step in range(self.write_steps):
+            weights = self._write_update(weights, patterns, pattern_weights, lrs[step], mode)
+        if mask is not None:
+            written = (pattern_weights.sum(dim=1) > 0)[:, None]  # [batch, 1]
+            weights = torch.where(written, weights, state.weights)
+        return MemoryState(self._finite_or_raise(weights, "write"))
+
+    def write_step(
+        self, state: MemoryState, pattern: Tensor, valid: Tensor | None = None, grad_mode: GradMode | None = None
+    ) -> MemoryState:
+        """Streaming write of one new pattern per memory, from the memory's current weights.
+
+        :param pattern: ``[batch, dim]``
+        :param valid: ``[batch]`` bool, False for memories that receive no pattern this step (left unchanged)
+        :return: the written state
+        """
+        self._check_state(state)
+        batch = state.weights.shape[0]
+        if not isinstance(pattern, Tensor) or pattern.dim() != 2:
+            raise ValueError(
+                f"pattern must be a tensor [batch, dim] = [{batch}, {self.dim}] (one pattern per memory), got "
+                f"{_describe(pattern)}; use write() for [batch, n, dim]"
+            )
+        patterns = pattern[:, None, :]  # [batch, 1, dim]
+        self._check_patterns(patterns, "pattern", batch)
+        mode = self._effective_mode(grad_mode)
+        pattern_weights = self._pattern_weights(None if valid is None else valid[:, None], (batch, 1), patterns)
+        weights = state.weights
+        lrs = self.stream_lr
+        for step in range(self.stream_steps):
+            weights = self._write_update(weights, patterns, pattern_weights, lrs[step], mode)
+        if valid is not None:
+            weights = torch.where(valid.to(weights.device).bool()[:, None], weights, state.weights)
+        return MemoryState(self._finite_or_raise(weights, "streaming write"))
+
+    def write_stream(
+        self, state: MemoryState, patterns: Tensor, mask: Tensor | None = None, grad_mode: GradMode | None = None
+    ) -> MemoryState:
+        """Streaming write of a sequence: :meth:`write_step` for each pattern in order.
+
+        :param patterns: ``[batch, n, dim]``, written first to last
+        :param mask: ``[batch, n]`` bool, False for patterns that are skipped
+        """
+        self._check_state(state)
+        self._check_patterns(patterns, "patterns", state.weights.shape[0])
+        if mask is not None:
+            self._check_mask(mask, patterns.shape[:2])
+        for i in range(patterns.shape[1]):
+            state = self.write_step(state, patterns[:, i], None if mask is None else mask[:, i], grad_mode)
+        return state
+
+    def read(
+        self, state: MemoryState, queries: Tensor, return_iterates: bool = False, grad_mode: GradMode | None = None
+    ) -> Tensor:
+        """Retrieve by ``read_steps`` of projected gradient descent on the energy, with Nesterov momentum.
+
+        :param queries: ``[batch, m, dim]``
+        :param return_iterates: return every iterate instead of the last one
+        :return: ``[batch, m, dim]``, or ``[read_steps, batch, m, dim]`` with ``return_iterates``
+        """
+        self._check_state(state)
+        self._check_patterns(queries, "queries", state.weights.shape[0])
+        mode = self._effective_mode(grad_mode)
+        weights = state.weights if mode == "second_order" else state.weights.detach()
+        x = queries if mode != "none" else queries.detach()
+        velocity = torch.zeros_like(x)
+        momentum = self.momentum
+        iterates = []
+        for lr in self.read_lr:
+            lookahead = x + momentum * velocity
+            gradient = self._input_gradient(lookahead, weights, create_graph=mode == "second_order")
+            if mode != "second_order":
+                gradient = gradient.detach()
+            moved = self._project(x + momentum * velocity - lr * gradient)
+            velocity = moved - x
+            x = moved
+            iterates.append(x)
+        if mode == "none":
+            iterates = [iterate.detach() for iterate in iterates]
+        return torch.stack(iterates) if return_iterates else iterates[-1]
+
+    def meta_loss(
+        self,
+        patterns: Tensor,
+        queries: Tensor,
+        write: Literal["batch", "stream"] = "batch",
+        mask: Tensor | None = None,
+        targets: Tensor | None = None,
+    ) -> Tensor:
+        """Meta-learning loss: write ``patterns`` into fresh memories, read ``queries``, and sum over read iterates
+        the mean squared reconstruction error ``sum_k mean_i ||target_i - x_i^k||^2``.
+
+        :param patterns: ``[batch, n, dim]`` stored patterns
+        :param queries: ``[batch, m, dim]`` distorted queries
+        :param write: "batch" (the paper) or "stream" (one pattern at a time, in order)
+        :param mask: ``[batch, n]`` bool, patterns that are not written (and whose queries are not scored when
+            ``m == n``)
+        :param targets: ``[batch, m, dim]`` what each query should retrieve; defaults to ``patterns`` (``m == n``)
+        :return: scalar loss
+        """
+        if write not in WRITE_KINDS:
+            raise ValueError(f"write must be one of {WRITE_KINDS}, got {write!r}")
+        self._check_patterns(patterns, "patterns")
+        batch = patterns.shape[0]
+        self._check_patterns(queries, "queries", batch)
+        if targets is None:
+            if queries.shape != patterns.shape:
+                raise ValueError(
+                    f"queries {tuple(queries.shape)} must match patterns {tuple(patterns.shape)} when targets is "
+                    "None; pass targets [batch, m, dim] for queries that are not one per stored pattern"
+                )
+            targets = patterns
+        elif targets.shape != queries.shape:
+            raise ValueError(f"targets {tuple(targets.shape)} must have the shape of queries {tuple(queries.shape)}")
+        state = self.init_state(batch)
+        if write == "batch":
+            state = self.write(state, patterns, mask)
+        else:
+            state = self.write_stream(state, patterns, mask)
+        iterates = self.read(state, queries, return_iterates=True)  # [read_steps, batch, m, dim]
+        errors = (iterates - targets).pow(2).sum(dim=-1)  # [read_steps, batch, m]
+        if mask is not None and queries.shape[1] == patterns.shape[1]:
+            scored = mask.to(errors.dtype)  # [batch, m]
+            return (errors * scored).sum(dim=(1, 2)).div(scored.sum().clamp(min=1)).sum()
+        return errors.mean(dim=(1, 2)).sum()
+
+    # ------------------------------------------------------------------ internals
+    def _write_update(
+        self, weights: Tensor, patterns: Tensor, pattern_weights: Tensor, lr: Tensor, mode: str
+    ) -> Tensor:
+        """One gradient step of the writing loss for every memory.
+
+        :param weights: ``[batch, memory_size]``
+        :param patterns: ``[batch, n, dim]``
+        :param pattern_weights: ``[batch, n]``, each memory's weights of its patterns in the mean
+        :param lr: ``[fast_layers, 3]`` step sizes of this step
+        :return: ``[batch, memory_size]``
+        """
+        create_graph = mode == "second_order"
+        with torch.enable_grad():
+            if mode != "second_order" or not weights.requires_grad:
+                weights_in = weights.detach().requires_grad_(True)
+            else:
+                weights_in = weights
+            x = patterns if (mode == "second_order" and patterns.requires_grad) else patterns.detach().requires_grad_()
+            energy = self.energy(x, weights_in)  # [batch, n]
+            (input_gradient,) = torch.autograd.grad(energy.sum(), x, create_graph=True)  # [batch, n, dim]
+            gradient_norm = input_gradient.pow(2).sum(dim=-1)  # [batch, n]
+            energy_term = (energy * pattern_weights).sum()
+            gradient_norm_term = (gradient_norm * pattern_weights).sum()
+            (energy_grad,) = torch.autograd.grad(energy_term, weights_in, retain_graph=True, create_graph=create_graph)
+            (gradient_grad,) = torch.autograd.grad(gradient_norm_term, weights_in, create_graph=create_graph)
+        if mode != "second_order":
+            energy_grad, gradient_grad = energy_grad.detach(), gradient_grad.detach()
+            weights = weights if mode == "first_order" else weights.detach()
+        # alpha and beta multiply their terms' gradients here (W is linear in them), so they are meta-learned in every
+        # grad mode.
+        prior_grad = 2 * self.beta * (weights - self.theta_bar)  # [batch, memory_size]
+        step_sizes = lr[self.layer_index]  # [memory_size, 3]
+        update = (
+            step_sizes[:, ENERGY_TERM] * energy_grad
+            + step_sizes[:, GRADIENT_TERM] * self.alpha * gradient_grad
+            + step_sizes[:, PRIOR_TERM] * prior_grad
+        )
+        new_weights = weights - update
+        return new_weights if mode != "none" else new_weights.detach()
+
+    def _input_gradient(self, x: Tensor, weights: Tensor, create_graph: bool) -> Tensor:
+        """grad_x E(x; weights) ``[batch, m, dim]``, also under ``torch.no_grad`` (acting)."""
+        with torch.enable_grad():
+            x_in = x if (create_graph and x.requires_grad) else x.detach().requires_grad_(True)
+            (gradient,) = torch.autograd.grad(self.energy(x_in, weights).sum(), x_in, create_graph=create_graph)
+        return gradient
+
+    def _project(self, x: Tensor) -> Tensor:
+        return x if self.projection is None else x.clamp(*self.projection)
+
+    def _effective_mode(self, grad_mode: GradMode | None) -> str:
+        if not torch.is_grad_enabled():
+            return "none"
+        mode = self.grad_mode if grad_mode is None else grad_mode
+        self._check_grad_mode(mode)
+        return mode
+
+    @staticmethod
+    def _check_grad_mode(mode: str) -> None:
+        if mode not in GRAD_MODES:
+            raise ValueError(f"grad_mode must be one of {GRAD_MODES}, got {mode!r}")
+
+    def _pattern_weights(self, mask: Tensor | None, shape: tuple[int, int], like: Tensor) -> Tensor:
+        """Per-memory averaging weights ``[batch, n]``: 1/n_valid for valid patterns, 0 for masked ones."""
+        if mask is None:
+            return like.new_full(tuple(shape), 1.0 / shape[1])
+        self._check_mask(mask, shape)
+        valid = mask.to(device=like.device, dtype=like.dtype)
+        return valid / valid.sum(dim=1, keepdim=True).clamp(min=1)
+
+    @staticmethod
+    def _check_mask(mask: Tensor, shape: tuple[int, int]) -> None:
+        if not isinstance(mask, Tensor) or tuple(mask.shape) != tuple(shape):
+            raise ValueError(f"mask must be a bool tensor of shape {tuple(shape)} [batch, n], got {_describe(mask)}")
+
+    def _check_state(self, state: MemoryState) -> None:
+        if not isinstance(state, MemoryState):
+            raise ValueError(f"state must be a MemoryState from init_state()/write(), got {type(state).__name__}")
+        weights = state.weights
+        if weights.dim() != 2 or weights.shape[1] != self.memory_size:
+            raise ValueError(
+                f"state weights must be [batch, memory_size={self.memory_size}], got {tuple(weights.shape)}: "
+                "the state comes from a memory with another configuration; create it with this memory's init_state()"
+            )
+        if weights.dtype != self.theta_bar.dtype or weights.device != self.theta_bar.device:
+            raise ValueError(
+                f"state is {weights.dtype} on {weights.device} but the memory is {self.theta_bar.dtype} on "
+                f"{self.theta_bar.device}; move one of them with .to()"
+            )
+
+    def _check_patterns(self, x: Tensor, name: str, batch: int | None = None) -> None:
+        expected = f"[{'batch' if batch is None else batch}, n, {self.dim}]"
+        if not isinstance(x, Tensor) or x.dim() != 3 or x.shape[-1] != self.dim or x.shape[1] == 0:
+            raise ValueError(f"{name} must be a tensor {expected} (batch of memories, patterns, dim), got {_describe(x)}")
+        if batch is not None and x.shape[0] != batch:
+            raise ValueError(f"{name} has {x.shape[0]} memories but the state has {batch}; expected {expected}")
+        if x.dtype != self.theta_bar.dtype:
+            raise ValueError(f"{name} is {x.dtype} but the memory is {self.theta_bar.dtype}; convert with .to()")
+        if x.device != self.theta_bar.device:
+            raise ValueError(f"{name} is on {x.device} but the memory is on {self.theta_bar.device}; move it with .to()")
+        if not torch.isfinite(x).all():
+            raise ValueError(f"{name} contains NaN or inf values; clean the input before writing or reading")
+
+    @staticmethod
+    def _finite_or_raise(weights: Tensor, what: str) -> Tensor:
+        if not torch.isfinite(weights).all():
+            raise FloatingPointError(
+                f"the {what} produced non-finite fast weights; the write step sizes or inputs are too large "
+                "(lower write_lr_init/stream_lr_init, or normalise the patterns)"
+            )
+        return weights
+
+
+def _describe(value: object) -> str:
+    if isinstance(value, Tensor):
+        return f"tensor of shape {tuple(value.shape)} and dtype {value.dtype}"
+    return type(value).__name__

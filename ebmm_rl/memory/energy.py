@@ -1,0 +1,247 @@
+"""Energy networks E(x; theta) whose parameters are split into fast (written) and slow (meta-learned) weights.
+
+Bartunov et al., "Meta-Learning Deep Energy-Based Memory Models", ICLR 2020, section 3 and appendix A.
+
+Every energy takes the fast weights of a whole batch of memories as one flat tensor ``[batch, memory_size]`` and
+evaluates ``[batch, patterns, dim]`` inputs against their own memory, with ``einsum``/grouped convolutions: there is
+no Python loop over memories. The flat layout is what a recurrent agent stores per step, and what the write rule
+updates with per-layer step sizes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+
+@dataclass(frozen=True)
+class FastLayer:
+    """One writable layer: a weight of ``weight_shape`` and a bias of ``bias_size``, stored flat in that order."""
+
+    name: str
+    weight_shape: tuple[int, ...]
+    bias_size: int
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.weight_shape) + self.bias_size
+
+    @property
+    def fan_in(self) -> int:
+        return math.prod(self.weight_shape[1:])
+
+
+class EnergyNet(nn.Module):
+    """Base class: a scalar energy per pattern, bounded below in ``x``, with fast weights given per memory.
+
+    Subclasses set ``dim`` (size of a flattened pattern) and ``fast_layers`` and implement :meth:`forward`.
+
+    :param dim: number of values in one (flattened) pattern
+    :param fast_layers: the writable layers, in the order they are stored in the flat fast weights
+    """
+
+    def __init__(self, dim: int, fast_layers: tuple[FastLayer, ...]) -> None:
+        super().__init__()
+        if dim <= 0:
+            raise ValueError(f"dim must be a positive pattern size, got {dim}")
+        self.dim = dim
+        self.fast_layers = fast_layers
+
+    @property
+    def memory_size(self) -> int:
+        """Number of float values in one memory's fast weights (the paper's memory size)."""
+        return sum(layer.size for layer in self.fast_layers)
+
+    def unpack(self, fast: Tensor) -> list[tuple[Tensor, Tensor]]:
+        """Views of flat fast weights as ``(weight [batch, *weight_shape], bias [batch, bias_size])`` per layer.
+
+        :param fast: ``[batch, memory_size]``
+        """
+        batch = fast.shape[0]
+        layers = []
+        offset = 0
+        for layer in self.fast_layers:
+            n_weight = math.prod(layer.weight_shape)
+            weight = fast[:, offset : offset + n_weight].reshape(batch, *layer.weight_shape)
+            bias = fast[:, offset + n_weight : offset + layer.size]
+            layers.append((weight, bias))
+            offset += layer.size
+        return layers
+
+    def initial_fast_weights(self) -> Tensor:
+        """He-initialised flat fast weights ``[memory_size]``: the starting value of the learned theta-bar."""
+        chunks = []
+        for layer in self.fast_layers:
+            bound = math.sqrt(6.0 / layer.fan_in)
+            chunks.append(torch.empty(math.prod(layer.weight_shape)).uniform_(-bound, bound))
+            chunks.append(torch.zeros(layer.bias_size))
+        return torch.cat(chunks)
+
+    def forward(self, x: Tensor, fast: Tensor) -> Tensor:
+        """Energy of each pattern under its own memory.
+
+        :param x: ``[batch, patterns, dim]``
+        :param fast: ``[batch, memory_size]``
+        :return: ``[batch, patterns]``
+        """
+        raise NotImplementedError
+
+
+def he_init_(module: nn.Module) -> None:
+    """He (Kaiming) initialisation of every Linear/Conv weight, zero biases, as in the paper."""
+    for layer in module.modules():
+        if isinstance(layer, (nn.Linear, nn.Conv2d)):
+            nn.init.kaiming_uniform_(layer.weight, nonlinearity="relu")
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
+
+
+class GatedHops(nn.Module):
+    """Recurrent gated "hops" over a fixed input, ending in a linear head on a tanh state (so E is bounded below).
+
+    The paper finds 3-5 hops help: reading follows grad_x E, and the hops give that gradient more paths.
+
+    :param in_features: size of the input ``z``
+    :param hop_dim: size of the recurrent state
+    :param hops: number of recurrent steps
+    """
+
+    def __init__(self, in_features: int, hop_dim: int, hops: int) -> None:
+        super().__init__()
+        if hops < 1:
+            raise ValueError(f"hops must be >= 1, got {hops}")
+        self.hops = hops
+        self.hop_dim = hop_dim
+        self.candidate = nn.Linear(in_features + hop_dim, hop_dim)
+        self.gate = nn.Linear(in_features + hop_dim, hop_dim)
+        self.head = nn.Linear(hop_dim, 1)
+
+    def forward(self, z: Tensor) -> Tensor:
+        """:param z: ``[..., in_features]`` :return: energy ``[...]``"""
+        state = z.new_zeros(*z.shape[:-1], self.hop_dim)
+        for _ in range(self.hops):
+            joint = torch.cat([z, state], dim=-1)
+            gate = torch.sigmoid(self.gate(joint))
+            state = (1 - gate) * state + gate * torch.tanh(self.candidate(joint))
+        return self.head(state).squeeze(-1)
+
+
+class MLPEnergy(EnergyNet):
+    """Energy for flat vectors: slow encoder, a writable ``Linear(hidden -> fast_units)`` beside a static one, then
+    gated hops and a linear head (the paper's fully connected architecture, with a one-layer encoder).
+
+    Memory size = ``fast_units * (hidden + 1)``.
+
+    :param dim: pattern size
+    :param hidden: encoder width (input of the fast layer)
+    :param fast_units: output units of the fast layer; sets the memory size
+    :param hops: number of gated hops
+    :param hop_dim: width of the hops and of the static layer
+    """
+
+    def __init__(self, dim: int, hidden: int = 256, fast_units: int = 32, hops: int = 3, hop_dim: int = 256) -> None:
+        if hidden <= 0 or fast_units <= 0 or hop_dim <= 0:
+            raise ValueError(f"hidden, fast_units and hop_dim must be positive, got {hidden}, {fast_units}, {hop_dim}")
+        super().__init__(dim, (FastLayer("fast", (fast_units, hidden), fast_units),))
+        self.hidden = hidden
+        self.fast_units = fast_units
+        self.encoder = nn.Sequential(nn.Linear(dim, hidden), nn.LayerNorm(hidden), nn.Tanh())
+        self.static = nn.Linear(hidden, hop_dim)
+        self.hops = GatedHops(fast_units + hop_dim, hop_dim, hops)
+        he_init_(self)
+
+    def forward(self, x: Tensor, fast: Tensor) -> Tensor:
+        ((weight, bias),) = self.unpack(fast)  # [batch, fast_units, hidden], [batch, fast_units]
+        h = self.encoder(x)  # [batch, patterns, hidden]
+        fast_out = torch.einsum("bnh,bfh->bnf", h, weight) + bias[:, None, :]  # [batch, patterns, fast_units]
+        z = torch.tanh(torch.cat([fast_out, self.static(h)], dim=-1))  # [batch, patterns, fast_units + hop_dim]
+        return self.hops(z)
+
+
+class ConvEnergy(EnergyNet):
+    """Energy for images: a conv stem, bottleneck residual blocks whose 3x3 convolution has ``fast_channels`` writable
+    output channels beside slow ones, then gated hops and a linear head (the paper's convolutional architecture).
+
+    Patterns are flattened images ``[batch, patterns, channels * height * width]``.
+    Memory size = ``blocks * fast_channels * (bottleneck * 9 + 1)`` (the paper's ``1154 * ds`` for 2 blocks of 64).
+
+    :param image_shape: ``(channels, height, width)``
+    :param fast_channels: writable output channels of each block's 3x3 convolution; sets the memory size
+    :param width: channels between blocks
+    :param bottleneck: input channels of the 3x3 convolutions
+    :param static_channels: slow output channels of each 3x3 convolution
+    :param blocks: number of bottleneck blocks, each followed by 2x average pooling while the image allows it
+    :param hops: number of gated hops
+    :param hop_dim: width of the hops
+    """
+
+    def __init__(
+        self,
+        image_shape: tuple[int, int, int],
+        fast_channels: int = 4,
+        width: int = 32,
+        bottleneck: int = 64,
+        static_channels: int = 32,
+        blocks: int = 2,
+        hops: int = 3,
+        hop_dim: int = 256,
+    ) -> None:
+        if len(image_shape) != 3 or min(image_shape) <= 0:
+            raise ValueError(f"image_shape must be (channels, height, width), got {image_shape}")
+        if fast_channels <= 0 or blocks <= 0:
+            raise ValueError(f"fast_channels and blocks must be positive, got {fast_channels}, {blocks}")
+        layers = tuple(FastLayer(f"block{i}", (fast_channels, bottleneck, 3, 3), fast_channels) for i in range(blocks))
+        super().__init__(math.prod(image_shape), layers)
+        self.image_shape = tuple(image_shape)
+        self.fast_channels = fast_channels
+        channels, height, width_px = image_shape
+        self.stem = nn.Conv2d(channels, width, 3, padding=1)
+        self.reduce = nn.ModuleList(nn.Conv2d(width, bottleneck, 1) for _ in range(blocks))
+        self.static = nn.ModuleList(nn.Conv2d(bottleneck, static_channels, 3, padding=1) for _ in range(blocks))
+        self.expand = nn.ModuleList(nn.Conv2d(fast_channels + static_channels, width, 1) for _ in range(blocks))
+        self.pool_after = []
+        for _ in range(blocks):
+            pool = height >= 8 and width_px >= 8
+            self.pool_after.append(pool)
+            if pool:
+                height, width_px = height // 2, width_px // 2
+        self.project = nn.Linear(width * height * width_px, hop_dim)
+        self.hops = GatedHops(hop_dim, hop_dim, hops)
+        he_init_(self)
+
+    def forward(self, x: Tensor, fast: Tensor) -> Tensor:
+        batch, patterns, _ = x.shape
+        images = x.reshape(batch * patterns, *self.image_shape)  # [batch * patterns, C, H, W]
+        h = F.silu(self.stem(images))  # [batch * patterns, width, H, W]
+        for block, (weight, bias) in enumerate(self.unpack(fast)):
+            reduced = F.silu(self.reduce[block](h))  # [batch * patterns, bottleneck, H, W]
+            fast_out = self._per_memory_conv(reduced, weight, bias, batch)  # [batch * patterns, fast_channels, H, W]
+            mixed = F.silu(torch.cat([fast_out, self.static[block](reduced)], dim=1))
+            h = h + self.expand[block](mixed)
+            if self.pool_after[block]:
+                h = F.avg_pool2d(h, 2)
+        z = torch.tanh(self.project(h.flatten(1)))  # [batch * patterns, hop_dim]
+        return self.hops(z).reshape(batch, patterns)
+
+    @staticmethod
+    def _per_memory_conv(h: Tensor, weight: Tensor, bias: Tensor, batch: int) -> Tensor:
+        """3x3 convolution of each memory's patterns with that memory's weights, as one grouped convolution.
+
+        :param h: ``[batch * patterns, in, H, W]``
+        :param weight: ``[batch, out, in, 3, 3]``
+        :param bias: ``[batch, out]``
+        :return: ``[batch * patterns, out, H, W]``
+        """
+        _, channels_in, height, width = h.shape
+        channels_out = weight.shape[1]
+        grouped = h.reshape(batch, -1, channels_in, height, width).transpose(0, 1)  # [patterns, batch, in, H, W]
+        grouped = grouped.reshape(-1, batch * channels_in, height, width)  # [patterns, batch * in, H, W]
+        out = F.conv2d(
+            grouped, weight.reshape(batch * channels_out, channels_in, 3, 3), bias.reshape(-1), padding=1, groups=batch
+        )  # [patterns, batch * out, H, W]
+        out = out.reshape(-1, batch, channels_out, height, width).transpose(0, 1)  # [batch, patterns, out, H, W]
+        return out.reshape(-1, channels_out, height, width)
