@@ -61,8 +61,10 @@ class EBMM(nn.Module):
     :param stream_steps: gradient steps per pattern of a streaming write
     :param projection: ``(low, high)`` box that reads are clipped to (``(0, 1)`` for images, ``(-1, 1)`` for
         +-1 strings), or None for unbounded patterns such as embeddings
-    :param grad_mode: how gradients flow through the inner loops: "second_order" (the paper), "first_order"
-        (inner gradients treated as constants) or "none" (no graph; acting). Under ``torch.no_grad`` it is "none".
+    :param grad_mode: how gradients flow through the inner loops: "second_order" (the paper); "first_order" (the
+        write's inner gradients are constants, as in first-order MAML, which removes the third derivatives of the
+        energy; the read is still differentiated through grad_x E, the only path from the energy to the loss); or
+        "none" (no graph; acting). Under ``torch.no_grad`` it is "none".
     :param write_lr_init: initial step size of every fast layer and term of the batch write
     :param stream_lr_init: initial step size of every fast layer and term of the streaming write
     :param read_lr_init: initial first read step size gamma^0
@@ -256,22 +258,20 @@ class EBMM(nn.Module):
         """
         self._check_state(state)
         self._check_patterns(queries, "queries", state.weights.shape[0])
-        mode = self._effective_mode(grad_mode)
-        weights = state.weights if mode == "second_order" else state.weights.detach()
-        x = queries if mode != "none" else queries.detach()
+        track = self._effective_mode(grad_mode) != "none"
+        weights = state.weights if track else state.weights.detach()
+        x = queries if track else queries.detach()
         velocity = torch.zeros_like(x)
         momentum = self.momentum
         iterates = []
         for lr in self.read_lr:
             lookahead = x + momentum * velocity
-            gradient = self._input_gradient(lookahead, weights, create_graph=mode == "second_order")
-            if mode != "second_order":
-                gradient = gradient.detach()
+            gradient = self._input_gradient(lookahead, weights, create_graph=track)
             moved = self._project(x + momentum * velocity - lr * gradient)
             velocity = moved - x
             x = moved
             iterates.append(x)
-        if mode == "none":
+        if not track:
             iterates = [iterate.detach() for iterate in iterates]
         return torch.stack(iterates) if return_iterates else iterates[-1]
 
@@ -321,9 +321,7 @@ class EBMM(nn.Module):
         return errors.mean(dim=(1, 2)).sum()
 
     # ------------------------------------------------------------------ internals
-    def _write_update(
-        self, weights: Tensor, patterns: Tensor, pattern_weights: Tensor, lr: Tensor, mode: str
-    ) -> Tensor:
+    def _write_update(self, weights: Tensor, patterns: Tensor, pattern_weights: Tensor, lr: Tensor, mode: str) -> Tensor:
         """One gradient step of the writing loss for every memory.
 
         :param weights: ``[batch, memory_size]``

@@ -100,6 +100,30 @@ def he_init_(module: nn.Module) -> None:
                 nn.init.zeros_(layer.bias)
 
 
+class LayerNorm(nn.Module):
+    """Layer normalisation written with elementary ops.
+
+    The meta-gradient of the writing loss's gradient-norm term needs third derivatives of the energy, and
+    ``torch.nn.LayerNorm``'s fused double-backward is not itself differentiated correctly (``gradgradcheck`` of its
+    input gradient fails in torch 2.13); elementary ops are exact at every order.
+
+    :param features: size of the normalised last dimension
+    :param eps: added to the variance
+    """
+
+    def __init__(self, features: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(features))
+        self.bias = nn.Parameter(torch.zeros(features))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """:param x: ``[..., features]`` :return: ``[..., features]``"""
+        centred = x - x.mean(dim=-1, keepdim=True)
+        normalised = centred * torch.rsqrt(centred.pow(2).mean(dim=-1, keepdim=True) + self.eps)
+        return normalised * self.weight + self.bias
+
+
 class GatedHops(nn.Module):
     """Recurrent gated "hops" over a fixed input, ending in a linear head on a tanh state (so E is bounded below).
 
@@ -118,7 +142,8 @@ class GatedHops(nn.Module):
         self.hop_dim = hop_dim
         self.candidate = nn.Linear(in_features + hop_dim, hop_dim)
         self.gate = nn.Linear(in_features + hop_dim, hop_dim)
-        self.head = nn.Linear(hop_dim, 1)
+        # No bias: a constant offset of the energy changes neither its gradients nor any read or write.
+        self.head = nn.Linear(hop_dim, 1, bias=False)
 
     def forward(self, z: Tensor) -> Tensor:
         """:param z: ``[..., in_features]`` :return: energy ``[...]``"""
@@ -149,7 +174,7 @@ class MLPEnergy(EnergyNet):
         super().__init__(dim, (FastLayer("fast", (fast_units, hidden), fast_units),))
         self.hidden = hidden
         self.fast_units = fast_units
-        self.encoder = nn.Sequential(nn.Linear(dim, hidden), nn.LayerNorm(hidden), nn.Tanh())
+        self.encoder = nn.Sequential(nn.Linear(dim, hidden), LayerNorm(hidden), nn.Tanh())
         self.static = nn.Linear(hidden, hop_dim)
         self.hops = GatedHops(fast_units + hop_dim, hop_dim, hops)
         he_init_(self)

@@ -1,0 +1,40 @@
+"""Gymnasium tasks and wrappers for episodic-memory agents.
+
+Nothing is registered on import: call :func:`register_envs` (idempotent) before ``gymnasium.make``, or use
+:func:`make_env`, which registers and wraps in one go. Tasks live in one module each (:mod:`envs.memory`), wrappers in
+:mod:`envs.wrappers`.
+"""
+
+from envs.memory import DEFAULT_ENV_ID, ENV_ALIASES, CueStartMemoryEnv, register_memory_envs
+from envs.wrappers import (
+    CueOracle,
+    DropMission,
+    EpisodicWindow,
+    SymbolicImage,
+    ThreeActions,
+    make_env,
+    resolve_env_id,
+)
+
+__all__ = [
+    "DEFAULT_ENV_ID",
+    "ENV_ALIASES",
+    "CueOracle",
+    "CueStartMemoryEnv",
+    "DropMission",
+    "EpisodicWindow",
+    "SymbolicImage",
+    "ThreeActions",
+    "make_env",
+    "register_envs",
+    "resolve_env_id",
+]
+
+
+def register_envs() -> tuple[str, ...]:
+    """Register all of this package's env ids with gymnasium; safe to call many times.
+
+    :return: the ids, whether registered by this call, an earlier one or (for part of the MiniGrid Memory family)
+        minigrid itself.
+    """
+    return register_memory_envs()

@@ -1,0 +1,293 @@
+"""Wrappers that turn MiniGrid Memory tasks into SB3-ready environments, one transform per class, and :func:`make_env`.
+
+:func:`make_env` applies them in this order: ``DropMission`` -> ``SymbolicImage`` -> ``ThreeActions`` (optional) ->
+``CueOracle`` (optional) -> ``EpisodicWindow`` (optional). Every wrapper records its constructor arguments, so
+``env.spec`` can rebuild the whole stack.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections import deque
+from typing import Any, SupportsFloat
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+from gymnasium.utils import RecordConstructorArgs
+from minigrid.core.actions import Actions
+from minigrid.core.constants import COLOR_TO_IDX, OBJECT_TO_IDX, STATE_TO_IDX
+from minigrid.envs import MemoryEnv
+
+from envs.memory import CUE_OBJECT_TYPES, ENV_ALIASES, cue_position, register_memory_envs
+
+CUE_UNKNOWN = 0
+"""``cue`` value of :class:`CueOracle` before the cue has been in view; ``1 + CUE_OBJECT_TYPES.index(type)`` after."""
+
+
+def _dict_space(env: gym.Env, wrapper_name: str) -> spaces.Dict:
+    if not isinstance(env.observation_space, spaces.Dict):
+        raise TypeError(
+            f"{wrapper_name} needs a Dict observation space (MiniGrid's), got {env.observation_space}; "
+            "apply it to a MiniGrid env before wrappers that flatten or replace the observation."
+        )
+    return env.observation_space
+
+
+class DropMission(gym.ObservationWrapper, RecordConstructorArgs):
+    """Remove the ``mission`` text from MiniGrid's dict observation (SB3 cannot encode Text spaces).
+
+    Observation: MiniGrid's dict without ``mission``, i.e. ``image`` uint8 ``[H, W, 3]`` and ``direction``
+    Discrete(4).
+
+    :param env: a MiniGrid env with a dict observation holding ``mission``.
+    """
+
+    def __init__(self, env: gym.Env):
+        RecordConstructorArgs.__init__(self)
+        gym.ObservationWrapper.__init__(self, env)
+        observation_space = _dict_space(env, "DropMission")
+        if "mission" not in observation_space.spaces:
+            raise KeyError(f"DropMission found no 'mission' key in {observation_space}; it is already dropped.")
+        self.observation_space = spaces.Dict(
+            {key: space for key, space in observation_space.spaces.items() if key != "mission"}
+        )
+
+    def observation(self, observation: dict[str, Any]) -> dict[str, Any]:
+        return {key: value for key, value in observation.items() if key != "mission"}
+
+
+class SymbolicImage(gym.ObservationWrapper, RecordConstructorArgs):
+    """Declare ``image`` as MiniGrid's symbolic (object, colour, state) encoding with its true bounds.
+
+    MiniGrid declares the image as ``Box(0, 255, uint8)``, which SB3 takes for pixels: its ``MultiInputPolicy`` then
+    divides it by 255 and feeds it to ``NatureCNN``, whose 8x8 kernel does not fit a 7x7 or 3x3 view. With the upper
+    bounds set to the largest object, colour and state indices SB3 flattens the image instead. The values are
+    unchanged.
+
+    Observation: as the input, with ``image`` ``Box(0, [max object, max colour, max state], [H, W, 3], uint8)``.
+
+    :param env: an env with a dict observation holding a MiniGrid ``image``.
+    """
+
+    def __init__(self, env: gym.Env):
+        RecordConstructorArgs.__init__(self)
+        gym.ObservationWrapper.__init__(self, env)
+        observation_space = _dict_space(env, "SymbolicImage")
+        image_space = observation_space["image"]
+        channel_high = np.array(
+            [max(OBJECT_TO_IDX.values()), max(COLOR_TO_IDX.values()), max(STATE_TO_IDX.values())], dtype=np.uint8
+        )
+        self.observation_space = spaces.Dict(
+            {
+                **observation_space.spaces,
+                "image": spaces.Box(low=0, high=np.broadcast_to(channel_high, image_space.shape).copy(), dtype=np.uint8),
+            }
+        )
+
+    def observation(self, observation: dict[str, Any]) -> dict[str, Any]:
+        return observation
+
+
+class ThreeActions(gym.ActionWrapper, RecordConstructorArgs):
+    """Restrict MiniGrid's actions to Discrete(3): 0 turn left, 1 turn right, 2 forward (all a Memory task needs).
+
+    :param env: a MiniGrid env (its actions 0, 1, 2 are left, right, forward).
+    """
+
+    def __init__(self, env: gym.Env):
+        RecordConstructorArgs.__init__(self)
+        gym.ActionWrapper.__init__(self, env)
+        if not isinstance(env.action_space, spaces.Discrete) or env.action_space.n <= Actions.forward:
+            raise TypeError(f"ThreeActions needs MiniGrid's Discrete(7) action space, got {env.action_space}.")
+        self.action_space = spaces.Discrete(3)
+
+    def action(self, action: int) -> int:
+        # MiniGrid's left, right and forward are its actions 0, 1 and 2, so the index passes through.
+        return int(action)
+
+
+class CueOracle(gym.Wrapper, RecordConstructorArgs):
+    """Tell the agent the cue's identity once the cue has been in its view (for benchmarks only: this is the memory).
+
+    The cue is the object in the start room (:func:`envs.memory.cue_position`); the matching choice object has its
+    type. "In view" means visible in the agent's observation (within the view and not occluded), checked with
+    MiniGrid's ``agent_sees`` after reset and after every step. Once seen, the identity stays for the episode.
+
+    Observation: the input dict plus ``cue`` Discrete(3): 0 not seen yet this episode, 1 key, 2 ball
+    (``1 + CUE_OBJECT_TYPES.index(cue type)``).
+
+    :param env: a (wrapped) MiniGrid Memory env with a dict observation.
+    """
+
+    def __init__(self, env: gym.Env):
+        RecordConstructorArgs.__init__(self)
+        gym.Wrapper.__init__(self, env)
+        if not isinstance(env.unwrapped, MemoryEnv):
+            raise TypeError(
+                f"CueOracle works on MiniGrid Memory tasks (minigrid.envs.MemoryEnv), got {type(env.unwrapped)}; "
+                "use one of the MiniGrid-Memory* or EBMM-Memory* ids."
+            )
+        self.observation_space = spaces.Dict(
+            {**_dict_space(env, "CueOracle").spaces, "cue": spaces.Discrete(1 + len(CUE_OBJECT_TYPES))}
+        )
+        self._cue = CUE_UNKNOWN
+
+    def _update_cue(self, observation: dict[str, Any]) -> dict[str, Any]:
+        memory_env: MemoryEnv = self.env.unwrapped
+        if self._cue == CUE_UNKNOWN:
+            cue_x, cue_y = cue_position(memory_env)
+            if memory_env.agent_sees(cue_x, cue_y):
+                self._cue = 1 + CUE_OBJECT_TYPES.index(memory_env.grid.get(cue_x, cue_y).type)
+        return {**observation, "cue": self._cue}
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        observation, info = self.env.reset(seed=seed, options=options)
+        self._cue = CUE_UNKNOWN
+        return self._update_cue(observation), info
+
+    def step(self, action: Any) -> tuple[dict[str, Any], SupportsFloat, bool, bool, dict[str, Any]]:
+        observation, reward, terminated, truncated, info = self.env.step(action)
+        return self._update_cue(observation), reward, terminated, truncated, info
+
+
+class EpisodicWindow(gym.Wrapper, RecordConstructorArgs):
+    """Add the last ``window`` observations of the current episode to the dict observation.
+
+    The window never crosses an episode boundary: ``reset`` empties it, then it holds the reset observation. Slot
+    ``window - 1`` is always the current observation, slot ``window - 2`` the one before, and so on; slots older than
+    the episode are padding (zeros, mask 0) at the start. After ``k`` steps, the last ``min(k + 1, window)`` slots are
+    valid.
+
+    Observation: the input dict plus
+
+    - ``window_image``: ``Box([window, H, W, C], uint8)`` with the input ``image`` bounds; oldest first;
+    - ``window_direction``: ``Box([window], int64)`` in the input ``direction`` range (padding: its lowest value, 0);
+    - ``window_mask``: ``Box([window], float32)``, 1.0 for a valid slot, 0.0 for padding.
+
+    :param env: an env with a dict observation holding ``image`` (Box) and ``direction`` (Discrete).
+    :param window: number of observations kept, >= 1.
+    """
+
+    def __init__(self, env: gym.Env, window: int):
+        RecordConstructorArgs.__init__(self, window=window)
+        gym.Wrapper.__init__(self, env)
+        if window < 1:
+            raise ValueError(f"window must be >= 1 (the current observation is always in it), got {window}")
+        observation_space = _dict_space(env, "EpisodicWindow")
+        image_space = observation_space["image"]
+        direction_space = observation_space["direction"]
+        if not isinstance(image_space, spaces.Box) or not isinstance(direction_space, spaces.Discrete):
+            raise TypeError(
+                "EpisodicWindow needs 'image' as a Box and 'direction' as a Discrete space (MiniGrid's), got "
+                f"{image_space} and {direction_space}; apply it before wrappers that change them."
+            )
+        self.window = window
+        window_shape = (window, *image_space.shape)
+        self._padding_direction = int(direction_space.start)
+        self.observation_space = spaces.Dict(
+            {
+                **observation_space.spaces,
+                "window_image": spaces.Box(
+                    low=np.broadcast_to(image_space.low, window_shape).copy(),
+                    high=np.broadcast_to(image_space.high, window_shape).copy(),
+                    dtype=image_space.dtype,
+                ),
+                "window_direction": spaces.Box(
+                    low=self._padding_direction,
+                    high=self._padding_direction + int(direction_space.n) - 1,
+                    shape=(window,),
+                    dtype=np.int64,
+                ),
+                "window_mask": spaces.Box(low=0.0, high=1.0, shape=(window,), dtype=np.float32),
+            }
+        )
+        self._images: deque[np.ndarray] = deque(maxlen=window)
+        self._directions: deque[int] = deque(maxlen=window)
+
+    def _add_to_window(self, observation: dict[str, Any]) -> dict[str, Any]:
+        # Copies, so that changing a returned observation cannot change the window.
+        self._images.append(np.array(observation["image"], copy=True))
+        self._directions.append(int(observation["direction"]))
+        window_space = self.observation_space
+        window_image = np.zeros(window_space["window_image"].shape, dtype=window_space["window_image"].dtype)
+        window_direction = np.full(self.window, self._padding_direction, dtype=np.int64)
+        window_mask = np.zeros(self.window, dtype=np.float32)
+        first_valid = self.window - len(self._images)
+        window_image[first_valid:] = np.stack(self._images)
+        window_direction[first_valid:] = self._directions
+        window_mask[first_valid:] = 1.0
+        return {
+            **observation,
+            "window_image": window_image,
+            "window_direction": window_direction,
+            "window_mask": window_mask,
+        }
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        observation, info = self.env.reset(seed=seed, options=options)
+        self._images.clear()
+        self._directions.clear()
+        return self._add_to_window(observation), info
+
+    def step(self, action: Any) -> tuple[dict[str, Any], SupportsFloat, bool, bool, dict[str, Any]]:
+        observation, reward, terminated, truncated, info = self.env.step(action)
+        return self._add_to_window(observation), reward, terminated, truncated, info
+
+
+def resolve_env_id(name: str) -> str:
+    """Map a command-line env name to a registered gymnasium id.
+
+    Registered ids map to themselves; aliases (:data:`envs.memory.ENV_ALIASES`, e.g. ``MiniGrid-Memory`` ->
+    ``MiniGrid-Memory-v0``) to their id. Registers the package's envs first.
+
+    :param name: a registered id or an alias.
+    :return: the registered id.
+    :raises ValueError: for an unknown name, with the closest ids and aliases as suggestions.
+    """
+    register_memory_envs()
+    if name in gym.registry:
+        return name
+    if name in ENV_ALIASES:
+        return ENV_ALIASES[name]
+    suggestions = difflib.get_close_matches(name, [*gym.registry, *ENV_ALIASES], n=3)
+    hint = f"did you mean {' or '.join(repr(s) for s in suggestions)}?" if suggestions else "no close match."
+    raise ValueError(
+        f"Unknown env id {name!r}: {hint} Use a registered gymnasium id (list them with gymnasium.pprint_registry()) "
+        "or an alias from envs.ENV_ALIASES."
+    )
+
+
+def make_env(
+    env_id: str,
+    *,
+    window: int | None = None,
+    three_actions: bool = True,
+    oracle: bool = False,
+    **env_kwargs: Any,
+) -> gym.Env:
+    """Make a MiniGrid (Memory) env ready for SB3's ``MultiInputPolicy``.
+
+    Always applies :class:`DropMission` and :class:`SymbolicImage`; the options add the other wrappers in the order
+    ``ThreeActions``, ``CueOracle``, ``EpisodicWindow``.
+
+    :param env_id: a registered id or an alias (see :func:`resolve_env_id`).
+    :param window: if given, add :class:`EpisodicWindow` with this many observations.
+    :param three_actions: restrict the actions to left, right, forward (:class:`ThreeActions`).
+    :param oracle: add the cue identity (:class:`CueOracle`; benchmarks only, Memory tasks only).
+    :param env_kwargs: passed to ``gymnasium.make`` (e.g. ``agent_view_size=3``, ``render_mode="rgb_array"``).
+    :return: the wrapped env.
+    """
+    env = gym.make(resolve_env_id(env_id), **env_kwargs)
+    env = SymbolicImage(DropMission(env))
+    if three_actions:
+        env = ThreeActions(env)
+    if oracle:
+        env = CueOracle(env)
+    if window is not None:
+        env = EpisodicWindow(env, window=window)
+    return env

@@ -1,0 +1,197 @@
+"""Tests of the envs package: registration, the Memory tasks, the wrappers and make_env."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env, data_equivalence
+from minigrid.core.actions import Actions
+from stable_baselines3 import PPO
+
+from envs import (
+    DEFAULT_ENV_ID,
+    CueOracle,
+    CueStartMemoryEnv,
+    EpisodicWindow,
+    make_env,
+    register_envs,
+    resolve_env_id,
+)
+from envs.memory import CUE_OBJECT_TYPES
+from envs.wrappers import CUE_UNKNOWN
+
+ENV_IDS = register_envs()
+
+# check_env recommends the unwrapped env; for the wrappers the wrapped env is what is being checked.
+ignore_wrapped_warning = pytest.mark.filterwarnings("ignore:.*is different from the unwrapped version")
+
+WRAPPER_OPTIONS = [
+    pytest.param({}, id="default"),
+    pytest.param({"three_actions": False}, id="seven_actions"),
+    pytest.param({"oracle": True}, id="oracle"),
+    pytest.param({"window": 4}, id="window"),
+    pytest.param({"window": 1, "oracle": True, "agent_view_size": 5}, id="window1_oracle_view5"),
+]
+
+
+def rollout(env: gym.Env, seed: int, actions: list[int]) -> list[Any]:
+    """Observations of a seeded episode under fixed actions, stopping at the episode's end."""
+    observation, _ = env.reset(seed=seed)
+    observations = [observation]
+    for action in actions:
+        observation, _, terminated, truncated, _ = env.step(action)
+        observations.append(observation)
+        if terminated or truncated:
+            break
+    return observations
+
+
+def matching_object_type(memory_env: Any) -> str:
+    """Type of the choice object next to the success cell (privileged: read from the grid)."""
+    success_x, success_y = memory_env.success_pos
+    object_y = success_y - 1 if success_y < memory_env.height // 2 else success_y + 1
+    return memory_env.grid.get(success_x, object_y).type
+
+
+def start_column(env: gym.Env, seed: int) -> int:
+    """Grid column of the agent after a reset with ``seed``."""
+    env.reset(seed=seed)
+    return int(env.unwrapped.agent_pos[0])
+
+
+def test_register_envs_is_idempotent():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # gymnasium warns when an id is registered again
+        assert register_envs() == ENV_IDS
+    assert all(env_id in gym.registry for env_id in ENV_IDS)
+    for size in (7, 9, 11, 13, 15, 17):
+        assert {f"MiniGrid-MemoryS{size}-v0", f"MiniGrid-MemoryS{size}Random-v0"} <= set(ENV_IDS)
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_registered_env_passes_check_env(env_id: str):
+    env = gym.make(env_id)
+    check_env(env.unwrapped, skip_render_check=True)
+
+
+@ignore_wrapped_warning
+@pytest.mark.parametrize("options", WRAPPER_OPTIONS)
+def test_wrapped_env_passes_check_env(options: dict[str, Any]):
+    env = make_env("EBMM-MemoryS7View3-v0", **options)
+    check_env(env, skip_render_check=True)
+    assert "mission" not in env.observation_space.spaces
+    assert env.observation_space.contains(env.reset(seed=0)[0])
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_seeded_episodes_are_deterministic(env_id: str):
+    actions = np.random.default_rng(0).integers(0, 3, size=40).tolist()
+    first = rollout(make_env(env_id, window=3, oracle=True), seed=7, actions=actions)
+    second = rollout(make_env(env_id, window=3, oracle=True), seed=7, actions=actions)
+    assert len(first) == len(second)
+    assert all(data_equivalence(a, b) for a, b in zip(first, second, strict=True))
+
+
+def test_agent_view_size_option():
+    assert gym.make("MiniGrid-MemoryS13-v0", agent_view_size=3).observation_space["image"].shape == (3, 3, 3)
+    env = make_env("MiniGrid-Memory", window=2, agent_view_size=5)
+    assert env.observation_space["window_image"].shape == (2, 5, 5, 3)
+    assert env.reset(seed=0)[0]["window_image"].shape == (2, 5, 5, 3)
+
+
+def test_aliases_resolve():
+    assert resolve_env_id("MiniGrid-Memory") == DEFAULT_ENV_ID == "MiniGrid-Memory-v0"
+    assert resolve_env_id("EBMM-MemoryShort") == "EBMM-MemoryShort-v0"
+    assert resolve_env_id("MiniGrid-MemoryS13-v0") == "MiniGrid-MemoryS13-v0"
+    assert make_env("MiniGrid-Memory").unwrapped.spec.id == DEFAULT_ENV_ID
+
+
+def test_unknown_env_id_suggests_a_close_match():
+    with pytest.raises(ValueError, match="did you mean 'MiniGrid-Memory'"):
+        make_env("MiniGrid-Memroy")
+
+
+def test_invalid_arguments_say_what_is_allowed():
+    with pytest.raises(ValueError, match="window must be >= 1"):
+        make_env("EBMM-MemoryShort-v0", window=0)
+    with pytest.raises(ValueError, match="corridor_length must be >= 0"):
+        CueStartMemoryEnv(corridor_length=-1)
+    with pytest.raises(TypeError, match="CueOracle works on MiniGrid Memory tasks"):
+        CueOracle(make_env("MiniGrid-Empty-5x5-v0"))
+
+
+def test_episodic_window_holds_the_current_episode_only():
+    window = 3
+    env = make_env("EBMM-MemoryShort-v0", window=window)
+    # Turn right, walk to the junction, turn left, step: the episode terminates at the last action.
+    actions = [Actions.right] + [Actions.forward] * 4 + [Actions.left, Actions.forward]
+    observation, _ = env.reset(seed=0)
+    episode = [observation]
+    for step in range(len(actions) + 1):
+        valid = min(step + 1, window)
+        assert observation["window_mask"].tolist() == [0.0] * (window - valid) + [1.0] * valid
+        past = episode[-valid:]
+        np.testing.assert_array_equal(observation["window_image"][window - valid :], [o["image"] for o in past])
+        np.testing.assert_array_equal(observation["window_direction"][window - valid :], [o["direction"] for o in past])
+        assert not observation["window_image"][: window - valid].any()
+        assert not observation["window_direction"][: window - valid].any()
+        if step == len(actions):
+            break
+        observation, _, terminated, _, _ = env.step(actions[step])
+        episode.append(observation)
+    assert terminated
+
+    observation, _ = env.reset(seed=1)
+    assert observation["window_mask"].tolist() == [0.0] * (window - 1) + [1.0]
+    np.testing.assert_array_equal(observation["window_image"][-1], observation["image"])
+    assert not observation["window_image"][:-1].any()
+
+
+def test_episodic_window_wraps_any_minigrid_dict_env():
+    env = EpisodicWindow(make_env("MiniGrid-Empty-5x5-v0"), window=2)
+    observation, _ = env.reset(seed=0)
+    assert observation["window_mask"].tolist() == [0.0, 1.0]
+
+
+@pytest.mark.parametrize(("env_id", "corridor_length"), [("EBMM-MemoryShort-v0", 0), ("EBMM-MemoryLong-v0", 200)])
+def test_cue_oracle_solves_cue_start_task(env_id: str, corridor_length: int):
+    for seed in range(4):
+        env = make_env(env_id, oracle=True)
+        observation, _ = env.reset(seed=seed)
+        memory_env = env.unwrapped
+        # The cue is in view at reset, and the oracle names the type of the matching choice object.
+        assert observation["cue"] == 1 + CUE_OBJECT_TYPES.index(matching_object_type(memory_env))
+        north_matches = memory_env.success_pos[1] < memory_env.height // 2
+        actions = [Actions.right] + [Actions.forward] * (corridor_length + 4)
+        actions += [Actions.left if north_matches else Actions.right, Actions.forward]
+        assert len(actions) == memory_env.shortest_solution_length
+        for step, action in enumerate(actions):
+            observation, reward, terminated, truncated, _ = env.step(action)
+            assert terminated == (step == len(actions) - 1) and not truncated
+        assert reward > 0.0
+
+
+def test_cue_oracle_is_unknown_until_the_cue_is_seen():
+    env = make_env("MiniGrid-MemoryS11-v0", oracle=True, agent_view_size=3)
+    # A start facing east one or two cells right of the cue's column: the cue is behind the agent, and turning left
+    # (to face north, then west) brings it into the 3x3 view.
+    seed = next(seed for seed in range(100) if start_column(env, seed) in (2, 3))
+    observation, _ = env.reset(seed=seed)
+    assert observation["cue"] == CUE_UNKNOWN
+    cues = [env.step(Actions.left)[0]["cue"] for _ in range(2)]
+    expected = 1 + CUE_OBJECT_TYPES.index(matching_object_type(env.unwrapped))
+    assert expected in cues and cues[-1] == expected
+    # Known for the rest of the episode (the cue is out of view again after two more turns), unknown after reset.
+    assert [env.step(Actions.left)[0]["cue"] for _ in range(2)] == [expected, expected]
+    assert env.reset(seed=seed)[0]["cue"] == CUE_UNKNOWN
+
+
+def test_sb3_ppo_learns_on_wrapped_env():
+    # Every key SB3 has to encode: the symbolic image (flattened, not a NatureCNN), the direction, the cue and the
+    # window arrays.
+    env = make_env("EBMM-MemoryShort-v0", window=4, oracle=True)
+    PPO("MultiInputPolicy", env, n_steps=16, batch_size=16, seed=0).learn(32)

@@ -1,0 +1,296 @@
+"""Properties of the EBMM memory core: shapes, writing, reading, masking, batching, gradients, bad input."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ebmm_rl.memory import EBMM, ConvEnergy, MemoryState, MLPEnergy, flip_bits, make_optimizer, meta_train_step
+
+DIM = 16
+
+
+def tiny_memory(dtype: torch.dtype = torch.float32, **kwargs) -> EBMM:
+    energy = MLPEnergy(DIM, hidden=16, fast_units=8, hops=2, hop_dim=16).to(dtype)
+    return EBMM(energy, write_steps=2, read_steps=3, projection=(-1.0, 1.0), **kwargs).to(dtype)
+
+
+def random_bits(batch: int, n: int, dim: int = DIM, seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 2, (batch, n, dim), generator=generator).float() * 2 - 1
+
+
+def test_shapes_and_memory_size():
+    memory = tiny_memory()
+    assert memory.memory_size == 8 * (16 + 1)
+    state = memory.init_state(batch_size=3)
+    assert state.weights.shape == (3, memory.memory_size)
+    patterns = random_bits(3, 4)
+    state = memory.write(state, patterns)
+    state = memory.write_step(state, patterns[:, 0])
+    assert state.weights.shape == (3, memory.memory_size)
+    assert memory.read(state, patterns[:, :2]).shape == (3, 2, DIM)
+    iterates = memory.read(state, patterns[:, :2], return_iterates=True)
+    assert iterates.shape == (memory.read_steps, 3, 2, DIM)
+    assert torch.equal(iterates[-1], memory.read(state, patterns[:, :2]))
+
+
+def test_conv_energy_memory_size_matches_paper_accounting():
+    energy = ConvEnergy((1, 16, 16), fast_channels=3, width=8, bottleneck=64, static_channels=4, blocks=2, hop_dim=16)
+    assert energy.memory_size == 1154 * 3
+
+
+def test_read_step_sizes_are_non_increasing_and_projection_holds():
+    memory = tiny_memory()
+    with torch.no_grad():
+        memory.read_decay_logits.copy_(torch.tensor([-1.0, 2.0]))
+    lrs = memory.read_lr
+    assert torch.all(lrs[1:] <= lrs[:-1])
+    state = memory.write(memory.init_state(2), random_bits(2, 3))
+    retrieved = memory.read(state, 5 * random_bits(2, 3, seed=1), return_iterates=True)
+    assert retrieved.min() >= -1 and retrieved.max() <= 1
+
+
+def test_writing_makes_stored_patterns_low_energy_attractors():
+    torch.manual_seed(0)
+    memory = EBMM(MLPEnergy(DIM, hidden=32, fast_units=16, hops=2, hop_dim=32), write_steps=3, read_steps=3)
+    patterns = random_bits(8, 4)
+    others = random_bits(8, 4, seed=1)
+    empty = memory.init_state(8)
+    state = memory.write(empty, patterns)
+    with torch.no_grad():
+        drop_stored = memory.energy_of(empty, patterns) - memory.energy_of(state, patterns)
+        drop_others = memory.energy_of(empty, others) - memory.energy_of(state, others)
+        assert memory.energy_of(state, patterns).mean() < memory.energy_of(state, others).mean() - 0.5
+    assert drop_stored.mean() > 2 * drop_others.mean().clamp(min=0)
+
+    def input_gradient_norm(x: torch.Tensor) -> torch.Tensor:
+        x = x.clone().requires_grad_(True)
+        (gradient,) = torch.autograd.grad(memory.energy_of(state, x).sum(), x)
+        return gradient.norm(dim=-1)
+
+    assert input_gradient_norm(patterns).mean() < input_gradient_norm(others).mean()
+
+
+@pytest.fixture(scope="module")
+def bit_task():
+    """Random +-1 strings with a quarter of their bits flipped, and a function measuring wrong bits after a read."""
+    dim, n, batch = 16, 4, 32
+
+    def sample(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        patterns = random_bits(batch, n, dim, seed=seed)
+        return patterns, flip_bits(patterns, dim // 4, generator=torch.Generator().manual_seed(seed))
+
+    def wrong_bits(memory: EBMM, write: str) -> float:
+        patterns, queries = sample(seed=10_000)
+        with torch.no_grad():
+            state = memory.init_state(batch)
+            state = memory.write(state, patterns) if write == "batch" else memory.write_stream(state, patterns)
+            retrieved = memory.read(state, queries)
+        return (torch.sign(retrieved) != patterns).float().sum(-1).mean().item()
+
+    return dim, sample, wrong_bits
+
+
+@pytest.mark.parametrize("write", ["batch", "stream"])
+def test_meta_training_teaches_retrieval(bit_task, write):
+    dim, sample, wrong_bits = bit_task
+    torch.manual_seed(0)
+    memory = EBMM(
+        MLPEnergy(dim, hidden=32, fast_units=16, hops=2, hop_dim=32), write_steps=3, read_steps=3, projection=(-1, 1)
+    )
+    optimizer = make_optimizer(memory, lr=1e-2)
+    before = wrong_bits(memory, write)
+    for step in range(200):
+        patterns, queries = sample(seed=step)
+        meta_train_step(memory, optimizer, patterns, queries, write=write, max_grad_norm=1.0)
+    after = wrong_bits(memory, write)
+    corrupted = dim // 4
+    assert after < 0.8 * corrupted, f"{write}: {after:.2f} wrong bits after reading, {corrupted} in the queries"
+    assert after < 0.8 * before, f"{write}: {after:.2f} wrong bits after meta-training, {before:.2f} before"
+
+
+def test_streaming_write_is_incremental():
+    memory = tiny_memory()
+    patterns = random_bits(2, 3)
+    state = memory.init_state(2)
+    steps = [state]
+    for i in range(3):
+        steps.append(memory.write_step(steps[-1], patterns[:, i]))
+    streamed = memory.write_stream(state, patterns)
+    assert torch.allclose(streamed.weights, steps[-1].weights)
+    assert not torch.allclose(steps[1].weights, steps[2].weights)
+    assert not torch.allclose(memory.write(state, patterns).weights, streamed.weights)
+
+
+def test_masked_patterns_have_no_effect():
+    memory = tiny_memory()
+    patterns = random_bits(3, 5)
+    mask = torch.tensor([[1, 1, 0, 1, 0], [1, 0, 0, 0, 0], [0, 0, 0, 0, 0]], dtype=torch.bool)
+    written = memory.write(memory.init_state(3), patterns, mask)
+    for row in range(3):
+        kept = patterns[row : row + 1, mask[row]]
+        if kept.shape[1] == 0:
+            expected = memory.init_state(1).weights
+        else:
+            expected = memory.write(memory.init_state(1), kept).weights
+        assert torch.allclose(written.weights[row : row + 1], expected, atol=1e-6)
+
+    valid = torch.tensor([True, False, True])
+    state = memory.write_step(written, patterns[:, 0], valid=valid)
+    assert torch.equal(state.weights[1], written.weights[1])
+    assert not torch.allclose(state.weights[0], written.weights[0])
+    streamed = memory.write_stream(memory.init_state(3), patterns, mask)
+    assert torch.equal(streamed.weights[2], memory.init_state(1).weights[0])
+
+
+def test_batch_of_memories_equals_one_by_one():
+    memory = tiny_memory()
+    patterns = random_bits(4, 3)
+    queries = flip_bits(patterns, 3, generator=torch.Generator().manual_seed(1))
+    state = memory.write(memory.init_state(4), patterns)
+    retrieved = memory.read(state, queries)
+    for row in range(4):
+        single = memory.write(memory.init_state(1), patterns[row : row + 1])
+        assert torch.allclose(single.weights, state.weights[row : row + 1], atol=1e-5)
+        assert torch.allclose(memory.read(single, queries[row : row + 1]), retrieved[row : row + 1], atol=1e-5)
+
+
+def test_conv_energy_batch_of_memories_equals_one_by_one():
+    torch.manual_seed(0)
+    energy = ConvEnergy((1, 8, 8), fast_channels=2, width=4, bottleneck=4, static_channels=2, blocks=2, hop_dim=8)
+    memory = EBMM(energy, write_steps=1, read_steps=2, projection=(0, 1))
+    images = torch.rand(3, 2, 64)
+    state = memory.write(memory.init_state(3), images)
+    energies = memory.energy_of(state, images)
+    retrieved = memory.read(state, images)
+    assert retrieved.shape == (3, 2, 64)
+    for row in range(3):
+        single = memory.write(memory.init_state(1), images[row : row + 1])
+        assert torch.allclose(single.weights, state.weights[row : row + 1], atol=1e-5)
+        assert torch.allclose(memory.energy_of(single, images[row : row + 1]), energies[row : row + 1], atol=1e-5)
+
+
+@pytest.mark.parametrize("write", ["batch", "stream"])
+def test_gradcheck_write_and_read_float64(write):
+    torch.manual_seed(0)
+    energy = MLPEnergy(3, hidden=4, fast_units=2, hops=1, hop_dim=3).double()
+    memory = EBMM(energy, write_steps=1, read_steps=2, stream_steps=1).double()
+    patterns = torch.randn(2, 2, 3, dtype=torch.float64, requires_grad=True)
+    queries = torch.randn(2, 2, 3, dtype=torch.float64, requires_grad=True)
+    theta_bar = memory.theta_bar
+
+    def write_then_read(patterns, queries, theta_bar):
+        state = MemoryState(theta_bar.expand(2, -1))
+        state = memory.write(state, patterns) if write == "batch" else memory.write_stream(state, patterns)
+        return memory.read(state, queries)
+
+    inputs = (patterns, queries, theta_bar)
+    assert torch.autograd.gradcheck(write_then_read, inputs, eps=1e-6, atol=1e-5)
+    assert torch.autograd.gradgradcheck(write_then_read, inputs, eps=1e-6, atol=1e-4)
+
+
+@pytest.mark.parametrize("grad_mode", ["second_order", "first_order"])
+def test_meta_gradients_are_finite_at_theta_bar(grad_mode):
+    memory = tiny_memory(grad_mode=grad_mode)
+    patterns = random_bits(4, 3)
+    queries = flip_bits(patterns, 4)
+    for write in ("batch", "stream"):
+        memory.meta_loss(patterns, queries, write=write).backward()
+    for name, parameter in memory.named_parameters():
+        assert parameter.grad is not None, f"{name} got no meta-gradient ({grad_mode})"
+        assert torch.isfinite(parameter.grad).all(), f"{name} has a non-finite meta-gradient ({grad_mode})"
+    assert memory.theta_bar.grad.abs().sum() > 0
+
+
+def test_second_order_gradient_differs_from_first_order():
+    torch.manual_seed(0)
+    patterns = random_bits(4, 3)
+    queries = flip_bits(patterns, 4)
+    gradients = {}
+    for mode in ("second_order", "first_order"):
+        torch.manual_seed(0)
+        memory = tiny_memory(grad_mode=mode)
+        memory.meta_loss(patterns, queries).backward()
+        gradients[mode] = memory.theta_bar.grad.clone()
+    assert not torch.allclose(gradients["second_order"], gradients["first_order"])
+
+
+def test_acting_under_no_grad_builds_no_graph():
+    memory = tiny_memory()
+    patterns = random_bits(2, 3)
+
+    def write_and_read() -> tuple[torch.Tensor, torch.Tensor]:
+        state = memory.write_step(memory.init_state(2), patterns[:, 0])
+        state = memory.write(state, patterns)
+        return state.weights, memory.read(state, patterns)
+
+    with torch.no_grad():
+        weights, retrieved = write_and_read()
+    assert not weights.requires_grad and not retrieved.requires_grad
+    _, with_graph = write_and_read()
+    assert torch.allclose(with_graph, retrieved, atol=1e-5)
+    assert with_graph.requires_grad
+
+
+def test_gradient_reaches_pattern_encoder():
+    memory = tiny_memory()
+    encoder = torch.nn.Linear(4, DIM)
+    patterns = encoder(torch.randn(2, 3, 4))
+    state = memory.write(memory.init_state(2), patterns)
+    memory.read(state, patterns.detach()).sum().backward()
+    assert encoder.weight.grad is not None and encoder.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda m, s: m.write(s, torch.zeros(2, 3, DIM + 1)), "must be a tensor"),
+        (lambda m, s: m.write(s, torch.zeros(2, DIM)), "must be a tensor"),
+        (lambda m, s: m.write(s, torch.zeros(5, 3, DIM)), "5 memories"),
+        (lambda m, s: m.write(s, torch.zeros(2, 3, DIM, dtype=torch.float64)), "convert"),
+        (lambda m, s: m.write(s, torch.full((2, 3, DIM), float("nan"))), "NaN"),
+        (lambda m, s: m.write(s, torch.zeros(2, 3, DIM), mask=torch.ones(2, 4, dtype=torch.bool)), "mask"),
+        (lambda m, s: m.write_step(s, torch.zeros(2, 3, DIM)), "one pattern per memory"),
+        (lambda m, s: m.read(s, torch.full((2, 1, DIM), float("inf"))), "inf"),
+        (lambda m, s: m.read(MemoryState(torch.zeros(2, 7)), torch.zeros(2, 1, DIM)), "another configuration"),
+        (lambda m, s: m.read(s.weights, torch.zeros(2, 1, DIM)), "MemoryState"),
+        (lambda m, s: m.meta_loss(torch.zeros(2, 3, DIM), torch.zeros(2, 2, DIM)), "targets"),
+        (lambda m, s: m.meta_loss(torch.zeros(2, 3, DIM), torch.zeros(2, 3, DIM), write="online"), "write must be"),
+        (lambda m, s: m.read(s, torch.zeros(2, 1, DIM), grad_mode="third_order"), "grad_mode"),
+    ],
+)
+def test_bad_input_raises_value_error_naming_the_fix(call, message):
+    memory = tiny_memory()
+    with pytest.raises(ValueError, match=message):
+        call(memory, memory.init_state(2))
+
+
+def test_bad_configuration_raises():
+    with pytest.raises(ValueError, match="projection"):
+        EBMM(MLPEnergy(DIM), projection=(1.0, -1.0))
+    with pytest.raises(ValueError, match="write_steps"):
+        EBMM(MLPEnergy(DIM), write_steps=0)
+    with pytest.raises(TypeError, match="EnergyNet"):
+        EBMM(torch.nn.Linear(DIM, 1))
+
+
+def test_non_finite_write_raises_instead_of_returning_weights():
+    memory = tiny_memory()
+    with torch.no_grad():
+        memory.write_lr_raw.fill_(float("inf"))
+    with pytest.raises(FloatingPointError, match="non-finite"):
+        memory.write(memory.init_state(2), random_bits(2, 3))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_matches_cpu():
+    memory = tiny_memory()
+    patterns = random_bits(3, 4)
+    queries = flip_bits(patterns, 4, generator=torch.Generator().manual_seed(0))
+    expected = memory.read(memory.write(memory.init_state(3), patterns), queries)
+    gpu = memory.to("cuda")
+    retrieved = gpu.read(gpu.write(gpu.init_state(3), patterns.cuda()), queries.cuda())
+    assert torch.allclose(retrieved.cpu(), expected, atol=1e-4)
+    gpu.meta_loss(patterns.cuda(), queries.cuda(), write="stream").backward()
+    assert all(torch.isfinite(p.grad).all() for p in gpu.parameters())

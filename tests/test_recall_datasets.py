@@ -1,0 +1,150 @@
+"""Datasets of the image-recall suite. Omniglot and CIFAR-10 are read from tiny archives built in ``tmp_path`` in the
+official on-disk formats (no download)."""
+
+from __future__ import annotations
+
+import io
+import pickle
+import re
+import tarfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ebmm_rl.recall import datasets
+from ebmm_rl.recall.datasets import (
+    CIFAR10_ARCHIVE,
+    OMNIGLOT_ARCHIVES,
+    binary_strings,
+    cifar10,
+    digits,
+    file_md5,
+    omniglot,
+    sample_batches,
+)
+
+CIFAR_TRAIN_PER_BATCH, CIFAR_TEST = 2, 3
+OMNIGLOT_SPLITS = {"train": {"Alphabet_A": 2, "Alphabet_B": 1}, "test": {"Alphabet_C": 1}}  # characters per alphabet
+DRAWERS = 2  # images per character
+
+
+def cifar_batch(count: int, seed: int) -> dict[bytes, object]:
+    """A batch dict as in cifar-10-batches-py: b"data" uint8 [count, 3072] and b"labels"."""
+    rng = np.random.default_rng(seed)
+    data = rng.integers(0, 256, size=(count, 3072), dtype=np.uint8)
+    data[0, :] = 255  # pins the scaling: a full-intensity image must load as ones
+    return {b"batch_label": b"fixture", b"labels": list(range(count)), b"data": data}
+
+
+@pytest.fixture
+def cifar_root(tmp_path: Path) -> Path:
+    """``cifar-10-python.tar.gz`` with the official member layout and tiny batches."""
+    batches = {f"data_batch_{i}": cifar_batch(CIFAR_TRAIN_PER_BATCH, i) for i in range(1, 6)}
+    batches["test_batch"] = cifar_batch(CIFAR_TEST, 0)
+    with tarfile.open(tmp_path / CIFAR10_ARCHIVE.filename, "w:gz") as archive:
+        for name, batch in batches.items():
+            payload = pickle.dumps(batch, protocol=2)
+            member = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+            member.size = len(payload)
+            archive.addfile(member, io.BytesIO(payload))
+    return tmp_path
+
+
+def character_png(character: int, drawer: int) -> bytes:
+    """A 105x105 mode-"1" PNG as in Omniglot: white background, a black square stroke in the top-left quadrant."""
+    image = Image.new("1", (105, 105), 1)
+    image.paste(0, (10 + character, 10 + drawer, 50, 50))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def omniglot_root(tmp_path: Path) -> Path:
+    """``images_background.zip`` and ``images_evaluation.zip`` in the official folder layout."""
+    for split, alphabets in OMNIGLOT_SPLITS.items():
+        archive_info = OMNIGLOT_ARCHIVES[split]
+        folder = archive_info.filename.removesuffix(".zip")
+        with zipfile.ZipFile(tmp_path / archive_info.filename, "w") as archive:
+            for alphabet, characters in alphabets.items():
+                for character in range(1, characters + 1):
+                    for drawer in range(1, DRAWERS + 1):
+                        name = f"{folder}/{alphabet}/character{character:02d}/{character:04d}_{drawer:02d}.png"
+                        archive.writestr(name, character_png(character, drawer))
+    return tmp_path
+
+
+def test_binary_strings_are_seeded_plus_minus_one():
+    strings = binary_strings(3, 4, 128, generator=torch.Generator().manual_seed(1))
+    assert strings.shape == (3, 4, 128) and strings.dtype == torch.float32
+    assert set(strings.unique().tolist()) == {-1.0, 1.0}
+    assert torch.equal(strings, binary_strings(3, 4, 128, generator=torch.Generator().manual_seed(1)))
+
+
+def test_digits_splits_and_range():
+    train, test = digits("train"), digits("test")
+    assert train.images.shape == (1500, 64) and test.images.shape == (297, 64)
+    assert train.image_shape == (1, 8, 8) and train.dim == 64
+    assert train.images.dtype == torch.float32
+    assert train.images.min() == 0 and train.images.max() == 1
+    upscaled = digits("test", image_size=16)
+    assert upscaled.images.shape == (297, 256) and upscaled.image_shape == (1, 16, 16)
+    assert upscaled.images.min() >= 0 and upscaled.images.max() <= 1
+
+
+def test_sample_batches_draws_distinct_images_per_memory():
+    images = torch.arange(10, dtype=torch.float32)[:, None].expand(10, 3)  # image i is all i
+    batches = sample_batches(images, batch=50, n=10, generator=torch.Generator().manual_seed(0))
+    assert batches.shape == (50, 10, 3)
+    assert all(len(set(memory[:, 0].tolist())) == 10 for memory in batches)
+    with pytest.raises(ValueError, match="distinct"):
+        sample_batches(images, batch=1, n=11)
+
+
+def test_cifar10_reads_the_official_layout(cifar_root):
+    train = cifar10("train", root=cifar_root, download=False, verify=False)
+    test = cifar10("test", root=cifar_root, download=False, verify=False)
+    assert train.images.shape == (5 * CIFAR_TRAIN_PER_BATCH, 3072) and test.images.shape == (CIFAR_TEST, 3072)
+    assert train.image_shape == (3, 32, 32) and train.images.dtype == torch.float32
+    assert train.images.min() >= 0 and train.images.max() <= 1
+    expected_first = torch.from_numpy(cifar_batch(CIFAR_TRAIN_PER_BATCH, 1)[b"data"]).float() / 255
+    torch.testing.assert_close(train.images[:CIFAR_TRAIN_PER_BATCH], expected_first)  # batches in order 1..5
+    assert torch.all(test.images[0] == 1)
+
+
+def test_cifar10_verifies_the_checksum(cifar_root, monkeypatch):
+    with pytest.raises(ValueError, match=r"md5 .* delete it and load again"):
+        cifar10("test", root=cifar_root, download=False)
+    fixture_md5 = file_md5(cifar_root / CIFAR10_ARCHIVE.filename)
+    monkeypatch.setattr(datasets, "CIFAR10_ARCHIVE", CIFAR10_ARCHIVE._replace(md5=fixture_md5))
+    assert cifar10("test", root=cifar_root, download=False).images.shape == (CIFAR_TEST, 3072)
+
+
+def test_missing_archive_names_the_url_and_the_place(tmp_path):
+    with pytest.raises(FileNotFoundError, match=re.escape(CIFAR10_ARCHIVE.filename)) as error:
+        cifar10(root=tmp_path, download=False)
+    assert CIFAR10_ARCHIVE.url in str(error.value) and str(tmp_path) in str(error.value)
+    with pytest.raises(FileNotFoundError, match=re.escape(OMNIGLOT_ARCHIVES["test"].url)):
+        omniglot("test", root=tmp_path, download=False)
+
+
+def test_omniglot_reads_the_official_layout(omniglot_root):
+    train = omniglot("train", root=omniglot_root, download=False, verify=False)
+    test = omniglot("test", root=omniglot_root, download=False, verify=False)
+    assert train.images.shape == (3 * DRAWERS, 32 * 32) and test.images.shape == (1 * DRAWERS, 32 * 32)
+    assert train.image_shape == (1, 32, 32) and train.images.dtype == torch.float32
+    assert set(train.images.unique().tolist()) == {0.0, 1.0}
+    grid = train.images.reshape(-1, 32, 32)
+    assert torch.all(grid[:, 5:14, 5:14] == 1) and torch.all(grid[:, 20:, :] == 0)  # ink is 1 where the stroke is
+    grey = omniglot("test", root=omniglot_root, image_size=16, ink_threshold=None, download=False, verify=False)
+    assert grey.images.shape == (DRAWERS, 256) and grey.images.min() >= 0 and grey.images.max() <= 1
+    assert ((grey.images > 0) & (grey.images < 1)).any()  # area averaging leaves grey edge pixels
+
+
+def test_omniglot_checksum_mismatch_is_a_clear_error(omniglot_root):
+    with pytest.raises(ValueError, match=r"images_background\.zip has md5"):
+        omniglot("train", root=omniglot_root, download=False)
