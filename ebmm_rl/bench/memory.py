@@ -150,7 +150,8 @@ def plot(rows: list[dict], path: Path) -> None:
     figure, axes = plt.subplots(1, len(operations), figsize=(3.2 * len(operations), 3.2), squeeze=False)
     for axis, operation in zip(axes[0], operations, strict=True):
         for batch in sorted({row["batch"] for row in rows}):
-            points = sorted((row["n"], row["mean_s"]) for row in rows if row["operation"] == operation and row["batch"] == batch)
+            selected = [row for row in rows if row["operation"] == operation and row["batch"] == batch]
+            points = sorted((row["n"], row["mean_s"]) for row in selected)
             axis.loglog(*zip(*points, strict=True), marker="o", label=f"batch {batch}")
         axis.set_title(operation)
         axis.set_xlabel("patterns n")
