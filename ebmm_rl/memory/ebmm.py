@@ -266,7 +266,7 @@ class EBMM(nn.Module):
         iterates = []
         for lr in self.read_lr:
             lookahead = x + momentum * velocity
-            gradient = self._input_gradient(lookahead, weights, create_graph=track)
+            gradient = self._input_gradient(lookahead, weights, track)
             moved = self._project(x + momentum * velocity - lr * gradient)
             velocity = moved - x
             x = moved
@@ -330,23 +330,10 @@ class EBMM(nn.Module):
         :param lr: ``[fast_layers, 3]`` step sizes of this step
         :return: ``[batch, memory_size]``
         """
-        create_graph = mode == "second_order"
-        with torch.enable_grad():
-            if mode != "second_order" or not weights.requires_grad:
-                weights_in = weights.detach().requires_grad_(True)
-            else:
-                weights_in = weights
-            x = patterns if (mode == "second_order" and patterns.requires_grad) else patterns.detach().requires_grad_()
-            energy = self.energy(x, weights_in)  # [batch, n]
-            (input_gradient,) = torch.autograd.grad(energy.sum(), x, create_graph=True)  # [batch, n, dim]
-            gradient_norm = input_gradient.pow(2).sum(dim=-1)  # [batch, n]
-            energy_term = (energy * pattern_weights).sum()
-            gradient_norm_term = (gradient_norm * pattern_weights).sum()
-            (energy_grad,) = torch.autograd.grad(energy_term, weights_in, retain_graph=True, create_graph=create_graph)
-            (gradient_grad,) = torch.autograd.grad(gradient_norm_term, weights_in, create_graph=create_graph)
-        if mode != "second_order":
-            energy_grad, gradient_grad = energy_grad.detach(), gradient_grad.detach()
-            weights = weights if mode == "first_order" else weights.detach()
+        track = mode == "second_order"
+        energy_grad, gradient_grad = self._writing_gradients(weights, patterns, pattern_weights, track)
+        if mode == "none":
+            weights = weights.detach()
         # alpha and beta multiply their terms' gradients here (W is linear in them), so they are meta-learned in every
         # grad mode.
         prior_grad = 2 * self.beta * (weights - self.theta_bar)  # [batch, memory_size]
@@ -359,11 +346,50 @@ class EBMM(nn.Module):
         new_weights = weights - update
         return new_weights if mode != "none" else new_weights.detach()
 
-    def _input_gradient(self, x: Tensor, weights: Tensor, create_graph: bool) -> Tensor:
-        """grad_x E(x; weights) ``[batch, m, dim]``, also under ``torch.no_grad`` (acting)."""
+    def _writing_gradients(
+        self, weights: Tensor, patterns: Tensor, pattern_weights: Tensor, track: bool
+    ) -> tuple[Tensor, Tensor]:
+        """Gradients w.r.t. the fast weights of the two data terms of the writing loss, sum_i w_i E(x_i) and
+        sum_i w_i ||grad_x E(x_i)||^2, each ``[batch, memory_size]``.
+
+        With ``track`` they are differentiable w.r.t. everything they depend on and computed with ``torch.func.grad``:
+        ``torch.autograd.grad`` walks the whole graph behind its output, which for a streaming write holds every earlier
+        step, so writing n patterns would cost O(n^2). Without ``track`` they are constants, computed with
+        ``torch.autograd.grad`` on detached leaves, which has no history to walk and less overhead (acting).
+
+        :param weights: ``[batch, memory_size]``
+        :param patterns: ``[batch, n, dim]``
+        :param pattern_weights: ``[batch, n]``
+        """
+        if track:
+
+            def energy_term(fast: Tensor) -> Tensor:
+                return (self.energy(patterns, fast) * pattern_weights).sum()
+
+            def gradient_norm_term(fast: Tensor) -> Tensor:
+                input_gradient = torch.func.grad(lambda x: self.energy(x, fast).sum())(patterns)  # [batch, n, dim]
+                return (input_gradient.pow(2).sum(dim=-1) * pattern_weights).sum()
+
+            return torch.func.grad(energy_term)(weights), torch.func.grad(gradient_norm_term)(weights)
         with torch.enable_grad():
-            x_in = x if (create_graph and x.requires_grad) else x.detach().requires_grad_(True)
-            (gradient,) = torch.autograd.grad(self.energy(x_in, weights).sum(), x_in, create_graph=create_graph)
+            fast = weights.detach().requires_grad_(True)
+            x = patterns.detach().requires_grad_(True)
+            energy = self.energy(x, fast)  # [batch, n]
+            (input_gradient,) = torch.autograd.grad(energy.sum(), x, create_graph=True)  # [batch, n, dim]
+            energy_term = (energy * pattern_weights).sum()
+            gradient_norm_term = (input_gradient.pow(2).sum(dim=-1) * pattern_weights).sum()
+            (energy_grad,) = torch.autograd.grad(energy_term, fast, retain_graph=True)
+            (gradient_grad,) = torch.autograd.grad(gradient_norm_term, fast)
+        return energy_grad, gradient_grad
+
+    def _input_gradient(self, x: Tensor, weights: Tensor, track: bool) -> Tensor:
+        """grad_x E(x; weights) ``[batch, m, dim]``; with ``track`` differentiable w.r.t. x, weights and the energy
+        (see :meth:`_writing_gradients`), without it a constant, also under ``torch.no_grad`` (acting)."""
+        if track:
+            return torch.func.grad(lambda point: self.energy(point, weights).sum())(x)
+        with torch.enable_grad():
+            point = x.detach().requires_grad_(True)
+            (gradient,) = torch.autograd.grad(self.energy(point, weights.detach()).sum(), point)
         return gradient
 
     def _project(self, x: Tensor) -> Tensor:
