@@ -1,7 +1,23 @@
 """ebmm-rl: Energy-Based Memory Models (Bartunov et al., ICLR 2020) as an online episodic memory for RL agents."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from ebmm_rl.memory import EBMM, ConvEnergy, MemoryState, MLPEnergy
+
+if TYPE_CHECKING:
+    from ebmm_rl.extractor import EBMMExtractor
 
 __version__ = "0.1.0"
 
-__all__ = ["EBMM", "ConvEnergy", "MLPEnergy", "MemoryState", "__version__"]
+__all__ = ["EBMM", "ConvEnergy", "EBMMExtractor", "MLPEnergy", "MemoryState", "__version__"]
+
+
+def __getattr__(name: str) -> object:
+    # Imported on first use so that the pure-torch memory core loads without Stable-Baselines3 and gymnasium.
+    if name == "EBMMExtractor":
+        from ebmm_rl.extractor import EBMMExtractor
+
+        return EBMMExtractor
+    raise AttributeError(f"module 'ebmm_rl' has no attribute {name!r}")

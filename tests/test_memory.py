@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -294,3 +297,9 @@ def test_cuda_matches_cpu():
     assert torch.allclose(retrieved.cpu(), expected, atol=1e-4)
     gpu.meta_loss(patterns.cuda(), queries.cuda(), write="stream").backward()
     assert all(torch.isfinite(p.grad).all() for p in gpu.parameters())
+
+
+def test_memory_core_imports_neither_sb3_nor_gymnasium():
+    script = "import sys, ebmm_rl.memory; print(sorted(m for m in ('stable_baselines3', 'gymnasium') if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

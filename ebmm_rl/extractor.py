@@ -1,0 +1,193 @@
+"""EBMM as an episodic memory inside an SB3 policy: :class:`EBMMExtractor`.
+
+Bartunov et al., "Meta-Learning Deep Energy-Based Memory Models", ICLR 2020, used as the memory of an agent.
+"""
+
+from __future__ import annotations
+
+import torch
+from gymnasium import spaces
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+from torch import Tensor, nn
+
+from ebmm_rl.memory import EBMM, MLPEnergy, add_noise
+
+WINDOW_KEYS = ("image", "direction", "window_image", "window_direction", "window_mask")
+
+
+class ObservationEncoder(nn.Module):
+    """Encodes a MiniGrid symbolic view and heading into a pattern in ``[-1, 1]^pattern_dim``.
+
+    Each cell's (object, colour, state) indices are embedded and summed; the flattened cells and the one-hot heading
+    go through a two-layer MLP ending in tanh, so patterns fit the memory's ``(-1, 1)`` read projection.
+
+    :param image_shape: ``(height, width, 3)`` of the view
+    :param index_high: largest object, colour and state index
+    :param pattern_dim: size of a pattern
+    :param embedding_dim: size of a cell's embedding
+    :param hidden: width of the MLP
+    """
+
+    def __init__(
+        self,
+        image_shape: tuple[int, int, int],
+        index_high: tuple[int, int, int],
+        pattern_dim: int,
+        embedding_dim: int,
+        hidden: int,
+    ) -> None:
+        super().__init__()
+        self.embeddings = nn.ModuleList(nn.Embedding(high + 1, embedding_dim) for high in index_high)
+        self.register_buffer("index_high", torch.tensor(index_high), persistent=False)
+        height, width, _ = image_shape
+        self.mlp = nn.Sequential(
+            nn.Linear(height * width * embedding_dim + 4, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, pattern_dim),
+            nn.Tanh(),
+        )
+
+    def forward(self, image: Tensor, direction: Tensor) -> Tensor:
+        """:param image: ``[..., H, W, 3]`` symbolic indices (as floats, SB3's preprocessing)
+        :param direction: ``[...]`` heading in 0..3
+        :return: ``[..., pattern_dim]``"""
+        indices = image.long().clamp(min=0)
+        indices = torch.minimum(indices, self.index_high)
+        cells = sum(embedding(indices[..., channel]) for channel, embedding in enumerate(self.embeddings))
+        heading = nn.functional.one_hot(direction.long().clamp(0, 3), 4).to(cells.dtype)
+        return self.mlp(torch.cat([cells.flatten(-3), heading], dim=-1))
+
+
+class EBMMExtractor(BaseFeaturesExtractor):
+    """Features = the current observation's encoding and what an EBMM of the episode's recent observations returns.
+
+    At every call the extractor encodes the ``window`` of the current episode's observations (from
+    :class:`envs.EpisodicWindow`) into patterns, writes them into a fresh memory per environment (``write="batch"``
+    writes them all at once, ``"stream"`` one at a time, oldest first), computes ``n_queries`` queries from the current
+    observation and reads. It keeps no state between calls, as SB3 requires: the episode's memory comes from the
+    window. The policy's loss trains encoder, queries and memory end to end through the read and the write;
+    :meth:`memory_loss` is the memory's own reconstruction objective on the agent's observations.
+
+    :param observation_space: a Dict with ``image``, ``direction``, ``window_image``, ``window_direction`` and
+        ``window_mask``: a MiniGrid env wrapped by ``envs.make_env(..., window=T)``
+    :param features_dim: size of the output features
+    :param pattern_dim: size of a stored pattern
+    :param embedding_dim: size of a cell embedding of the observation encoder
+    :param encoder_hidden: width of the observation encoder
+    :param memory_hidden: encoder width of the energy network (input of its fast layer)
+    :param fast_units: outputs of the energy's fast layer; memory size = ``fast_units * (memory_hidden + 1)``
+    :param hops: gated hops of the energy
+    :param hop_dim: width of the energy's hops
+    :param write: "batch" or "stream"
+    :param write_steps: gradient steps of a batch write
+    :param read_steps: gradient steps of a read
+    :param stream_steps: gradient steps per pattern of a streaming write
+    :param n_queries: number of reads from the current observation
+    :param grad_mode: "second_order" or "first_order" gradients through the memory while training
+    :param memory_noise_std: std of the Gaussian noise that turns stored patterns into queries in :meth:`memory_loss`
+    """
+
+    def __init__(
+        self,
+        observation_space: spaces.Dict,
+        features_dim: int = 64,
+        pattern_dim: int = 32,
+        embedding_dim: int = 8,
+        encoder_hidden: int = 64,
+        memory_hidden: int = 64,
+        fast_units: int = 16,
+        hops: int = 2,
+        hop_dim: int = 64,
+        write: str = "batch",
+        write_steps: int = 3,
+        read_steps: int = 3,
+        stream_steps: int = 1,
+        n_queries: int = 1,
+        grad_mode: str = "second_order",
+        memory_noise_std: float = 0.5,
+    ) -> None:
+        _check_window_space(observation_space)
+        super().__init__(observation_space, features_dim)
+        if write not in ("batch", "stream"):
+            raise ValueError(f"write must be 'batch' or 'stream', got {write!r}")
+        if grad_mode not in ("second_order", "first_order"):
+            raise ValueError(f"grad_mode must be 'second_order' or 'first_order', got {grad_mode!r}")
+        if n_queries < 1:
+            raise ValueError(f"n_queries must be >= 1, got {n_queries}")
+        image_space = observation_space["image"]
+        index_high = tuple(int(high) for high in image_space.high.reshape(-1, 3).max(axis=0))
+        if max(index_high) > 255:
+            raise ValueError(f"image must hold MiniGrid symbolic indices, got upper bounds {index_high}")
+        self.write = write
+        self.n_queries = n_queries
+        self.pattern_dim = pattern_dim
+        self.memory_noise_std = memory_noise_std
+        self.encoder = ObservationEncoder(image_space.shape, index_high, pattern_dim, embedding_dim, encoder_hidden)
+        energy = MLPEnergy(pattern_dim, hidden=memory_hidden, fast_units=fast_units, hops=hops, hop_dim=hop_dim)
+        self.memory = EBMM(
+            energy,
+            write_steps=write_steps,
+            read_steps=read_steps,
+            stream_steps=stream_steps,
+            projection=(-1.0, 1.0),
+            grad_mode=grad_mode,
+        )
+        self.query = nn.Sequential(nn.Linear(pattern_dim, pattern_dim * n_queries), nn.Tanh())
+        self.head = nn.Sequential(nn.Linear(pattern_dim * (1 + n_queries), features_dim), nn.ReLU())
+
+    @property
+    def memory_size(self) -> int:
+        """Floats in one environment's memory."""
+        return self.memory.memory_size
+
+    def encode_window(self, observations: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """Patterns and validity of the episode's window.
+
+        :return: patterns ``[batch, window, pattern_dim]`` and mask ``[batch, window]`` (bool)
+        """
+        patterns = self.encoder(observations["window_image"], observations["window_direction"])
+        return patterns, observations["window_mask"] > 0.5
+
+    def write_window(self, patterns: Tensor, mask: Tensor):
+        """Write each environment's window into a fresh memory.
+
+        :param patterns: ``[batch, window, pattern_dim]``
+        :param mask: ``[batch, window]``
+        """
+        state = self.memory.init_state(patterns.shape[0])
+        if self.write == "batch":
+            return self.memory.write(state, patterns, mask)
+        return self.memory.write_stream(state, patterns, mask)
+
+    def forward(self, observations: dict[str, Tensor]) -> Tensor:
+        """:return: features ``[batch, features_dim]``"""
+        image = observations["image"]  # [batch, H, W, 3]
+        heading = observations["direction"].reshape(image.shape[0], 4).argmax(dim=-1)  # SB3 one-hot -> [batch]
+        current = self.encoder(image, heading)  # [batch, pattern_dim]
+        patterns, mask = self.encode_window(observations)  # [batch, window, pattern_dim], [batch, window]
+        state = self.write_window(patterns, mask)
+        queries = self.query(current).reshape(-1, self.n_queries, self.pattern_dim)  # [batch, n_queries, pattern_dim]
+        retrieved = self.memory.read(state, queries)  # [batch, n_queries, pattern_dim]
+        return self.head(torch.cat([current, retrieved.flatten(1)], dim=-1))
+
+    def memory_loss(self, observations: dict[str, Tensor]) -> Tensor:
+        """The EBMM objective on the agent's own episodes: write each window, read noisy copies of its patterns, and
+        score the reconstruction (sum over read steps of the mean squared error of valid patterns).
+
+        Patterns are detached: this loss trains the memory to store what the encoder produces, and must not teach the
+        encoder to make patterns trivially easy to store (e.g. all equal).
+        """
+        patterns, mask = self.encode_window(observations)
+        patterns = patterns.detach()
+        queries = add_noise(patterns, self.memory_noise_std)
+        return self.memory.meta_loss(patterns, queries, write=self.write, mask=mask)
+
+
+def _check_window_space(observation_space: spaces.Space) -> None:
+    keys = observation_space.spaces if isinstance(observation_space, spaces.Dict) else {}
+    missing = [key for key in WINDOW_KEYS if key not in keys]
+    if missing:
+        raise ValueError(
+            f"EBMMExtractor needs a Dict observation with keys {WINDOW_KEYS}; missing {missing} in {observation_space}. "
+            "Wrap a MiniGrid env with envs.make_env(env_id, window=T) (it applies envs.EpisodicWindow)."
+        )
