@@ -196,6 +196,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--read-steps", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch CPU threads")
+    parser.add_argument(
+        "--meta-max-patterns",
+        type=int,
+        default=4096,
+        help="skip the meta-gradient operations where batch * n exceeds this (on a CPU, batch 64 x n 256 needs ~20 GB)",
+    )
     parser.add_argument("--out", type=Path, default=Path("results/bench_memory.csv"))
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
@@ -215,7 +221,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
             "read_steps": args.read_steps,
             "repeats": args.repeats,
             "threads": args.threads,
-            "operations": args.operations,
+            "operations": [
+                operation
+                for operation in args.operations
+                if not (operation.startswith("meta") and batch * n > args.meta_max_patterns)
+            ],
         }
         for batch in args.batch
         for n in args.n
@@ -223,21 +233,21 @@ def main(argv: list[str] | None = None) -> list[dict]:
     rows: list[dict] = []
     context = multiprocessing.get_context("spawn")
     print(f"EBMM memory benchmark on {device} ({platform.processor() or platform.machine()}, {args.threads} threads)")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with args.out.open("w", newline="") as handle:
+        csv.DictWriter(handle, fieldnames=FIELDS).writeheader()
     for config in configs:
         with context.Pool(1) as pool:
             result = pool.apply(measure, (config,))
         rows.extend(result)
+        with args.out.open("a", newline="") as handle:  # row by row: an interrupted run keeps what it measured
+            csv.DictWriter(handle, fieldnames=FIELDS).writerows(result)
         for row in result:
             print(
                 f"batch {row['batch']:>3} n {row['n']:>4} {row['operation']:>13}: {row['mean_s'] * 1e3:9.2f} ms"
                 f"  peak {row['peak_memory_mb']:8.1f} MB",
                 flush=True,
             )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with args.out.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
     plot(rows, args.out.with_suffix(".png"))
     print("\n".join(scaling_summary(rows)))
     print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
