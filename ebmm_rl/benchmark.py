@@ -1,0 +1,266 @@
+"""Benchmark agents on memory tasks over seeds: ``python -m ebmm_rl.benchmark --agents ppo ppo_lstm --seeds 0 1 2``.
+
+Every (agent, env, seed) is one :mod:`ebmm_rl.train` run (``train.main`` called in a worker process of its own; run
+directories go to ``--run-dir``). From the runs' periodic evaluations it writes, into ``--out``:
+
+- ``evaluations.csv``: agent, env, seed, timesteps, success_rate, mean_reward, fps, one row per evaluation;
+- ``summary.csv``: per agent and env, over seeds: final success rate and return, steps until the success rate first
+  reached ``--threshold`` (mean over the seeds that reached it, and how many did), fps;
+- ``summary.json``: the same plus one entry per run (and the failed runs, if any);
+- ``success_rate.png``: success rate against environment steps, one panel per env, one line per agent (mean over
+  seeds, shaded between the lowest and highest seed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import multiprocessing
+import os
+import sys
+import traceback
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import envs
+from agents import agent_names, get_agent
+from ebmm_rl import train
+from ebmm_rl.config import load_config
+
+PROGRAM = "python -m ebmm_rl.benchmark"
+EVALUATION_COLUMNS = ("agent", "env", "seed", "timesteps", "success_rate", "mean_reward", "fps")
+SUMMARY_COLUMNS = (
+    "agent",
+    "env",
+    "seeds",
+    "final_success_rate",
+    "final_success_rate_std",
+    "final_mean_reward",
+    "steps_to_threshold",
+    "seeds_reaching_threshold",
+    "fps",
+)
+
+
+@dataclass
+class BenchmarkResult:
+    """What :func:`main` returns.
+
+    :param out: the output directory.
+    :param runs: one summary per finished run (agent, env, seed, final metrics, steps to the threshold, fps, run_dir).
+    :param summary: one row of :data:`SUMMARY_COLUMNS` per agent and env.
+    :param failed: ``(agent, env, seed, traceback)`` of the runs that raised.
+    """
+
+    out: Path
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    summary: list[dict[str, Any]] = field(default_factory=list)
+    failed: list[tuple[str, str, int, str]] = field(default_factory=list)
+
+
+def _train_in_worker(argv: list[str]) -> dict[str, Any]:
+    """Run ``train.main(argv)`` in a worker process."""
+    result = train.main(argv)
+    return {"run_dir": str(result.run_dir), "fps": result.fps, "interrupted": result.interrupted}
+
+
+def read_evaluations(run_dir: str | Path) -> list[dict[str, float]]:
+    """The rows of a run's ``evaluations.csv`` as numbers, in step order."""
+    with open(Path(run_dir) / train.EVALUATIONS_FILE, newline="") as file:
+        rows = [{key: float(value) for key, value in row.items()} for row in csv.DictReader(file)]
+    return sorted(rows, key=lambda row: row["timesteps"])
+
+
+def steps_to_threshold(rows: list[dict[str, float]], threshold: float) -> int | None:
+    """Environment steps at the first evaluation whose success rate reached ``threshold``; ``None`` if none did."""
+    return next((int(row["timesteps"]) for row in rows if row["success_rate"] >= threshold), None)
+
+
+def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Aggregate per-run summaries over seeds, one row of :data:`SUMMARY_COLUMNS` per agent and env."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for run in runs:
+        groups.setdefault((run["agent"], run["env"]), []).append(run)
+    summary = []
+    for (agent, env_id), group in sorted(groups.items()):
+        success = np.array([run["final_success_rate"] for run in group])
+        reached = [run["steps_to_threshold"] for run in group if run["steps_to_threshold"] is not None]
+        summary.append(
+            {
+                "agent": agent,
+                "env": env_id,
+                "seeds": len(group),
+                "final_success_rate": float(success.mean()),
+                "final_success_rate_std": float(success.std()),
+                "final_mean_reward": float(np.mean([run["final_mean_reward"] for run in group])),
+                "steps_to_threshold": float(np.mean(reached)) if reached else None,
+                "seeds_reaching_threshold": len(reached),
+                "fps": float(np.mean([run["fps"] for run in group])),
+            }
+        )
+    return summary
+
+
+def plot_success(evaluations: list[dict[str, Any]], env_ids: list[str], threshold: float, path: str | Path) -> Path:
+    """Plot success rate against environment steps: one panel per env, one line per agent (mean over seeds).
+
+    Seeds are interpolated onto the union of their evaluation steps; the band spans the lowest and highest seed.
+
+    :param evaluations: rows of :data:`EVALUATION_COLUMNS`.
+    :param env_ids: the envs, one panel each, in this order.
+    :param threshold: drawn as a dotted line.
+    :param path: the PNG file.
+    :return: the path.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, len(env_ids), figsize=(5.5 * len(env_ids), 4), squeeze=False)
+    for axis, env_id in zip(axes[0], env_ids, strict=True):
+        rows = [row for row in evaluations if row["env"] == env_id]
+        for agent in sorted({row["agent"] for row in rows}):
+            curves = {}
+            for row in (row for row in rows if row["agent"] == agent):
+                curves.setdefault(row["seed"], []).append((row["timesteps"], row["success_rate"]))
+            steps = np.unique([step for curve in curves.values() for step, _ in curve])
+            interpolated = np.array([np.interp(steps, *np.array(sorted(curve)).T) for curve in curves.values()])
+            line = axis.plot(steps, interpolated.mean(axis=0), label=f"{agent} ({len(curves)} seeds)")[0]
+            axis.fill_between(steps, interpolated.min(axis=0), interpolated.max(axis=0), color=line.get_color(), alpha=0.2)
+        axis.axhline(threshold, color="grey", linestyle=":", linewidth=1)
+        axis.set(title=env_id, xlabel="environment steps", ylabel="success rate", ylim=(-0.02, 1.02))
+        axis.grid(alpha=0.3)
+        axis.legend(loc="lower right", fontsize="small")
+    figure.tight_layout()
+    path = Path(path)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+def _write_csv(path: Path, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
+    with open(path, "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line parser."""
+    parser = argparse.ArgumentParser(prog=PROGRAM, description=__doc__.split("\n", 1)[0])
+    parser.add_argument(
+        "--agents", nargs="+", default=agent_names(), help=f"agents (default: all of {', '.join(agent_names())})"
+    )
+    parser.add_argument("--envs", nargs="+", default=["EBMM-MemoryShort"], help="env ids/aliases (default EBMM-MemoryShort)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="seeds (default 0 1 2)")
+    parser.add_argument("--timesteps", type=int, help="steps per run (default: n_timesteps of each config)")
+    parser.add_argument("--n-envs", type=int, help="parallel envs per run (default: n_envs of each config)")
+    parser.add_argument("--workers", type=int, help="runs in parallel, each in its own process (default: CPU count)")
+    parser.add_argument("--eval-freq", type=int, default=20_000, help="steps between evaluations (default 20000)")
+    parser.add_argument("--eval-episodes", type=int, default=50, help="episodes per evaluation (default 50)")
+    parser.add_argument("--threshold", type=float, default=0.95, help="success rate to count steps to (default 0.95)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1)")
+    parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="torch device (default cpu)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override for every run")
+    parser.add_argument("--out", default="results/benchmark", help="where the CSV, JSON and PNG go")
+    parser.add_argument("--run-dir", default="runs/benchmark", help="parent of the run directories (default runs/benchmark)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> BenchmarkResult:
+    """Run the benchmark; see ``python -m ebmm_rl.benchmark --help``.
+
+    :param argv: command-line arguments without the program name; ``None`` reads ``sys.argv``.
+    :return: the :class:`BenchmarkResult`.
+    :raises ValueError: for an unknown agent, env id or config key (checked before any run starts).
+    """
+    args = build_parser().parse_args(argv)
+    env_ids = list(dict.fromkeys(envs.resolve_env_id(name) for name in args.envs))
+    for name in args.agents:
+        for env_id in env_ids:
+            load_config(get_agent(name), env_id, overrides=args.set)  # fail now, not in a worker
+    jobs = [(agent, env_id, seed) for agent in args.agents for env_id in env_ids for seed in args.seeds]
+    cpus = os.cpu_count() or 1
+    workers = min(args.workers or cpus, len(jobs))
+    common = ["--run-dir", args.run_dir, "--no-progress", "--device", args.device, "--threads", str(args.threads)]
+    common += ["--eval-freq", str(args.eval_freq), "--eval-episodes", str(args.eval_episodes)]
+    for option, value in (("--timesteps", args.timesteps), ("--n-envs", args.n_envs)):
+        if value is not None:
+            common += [option, str(value)]
+    for item in args.set:
+        common += ["--set", item]
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    result = BenchmarkResult(out)
+    evaluations: list[dict[str, Any]] = []
+    print(f"Benchmark: {len(jobs)} runs of {len(args.agents)} agents x {len(env_ids)} envs x {len(args.seeds)} seeds")
+    # spawn: each worker starts clean (no inherited torch threads or open envs).
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {}
+        for agent, env_id, seed in jobs:
+            job_argv = ["--agent", agent, "--env", env_id, "--seed", str(seed), *common]
+            futures[pool.submit(_train_in_worker, job_argv)] = (agent, env_id, seed)
+        for done, future in enumerate(as_completed(futures), start=1):
+            agent, env_id, seed = futures[future]
+            try:
+                outcome = future.result()
+            except Exception:
+                error = traceback.format_exc()
+                result.failed.append((agent, env_id, seed, error))
+                print(f"[{done}/{len(jobs)}] {agent} on {env_id}, seed {seed}: FAILED\n{error}", file=sys.stderr)
+                continue
+            rows = read_evaluations(outcome["run_dir"])
+            evaluations += [{"agent": agent, "env": env_id, "seed": seed, **row} for row in rows]
+            final = rows[-1]
+            run = {
+                "agent": agent,
+                "env": env_id,
+                "seed": seed,
+                "timesteps": int(final["timesteps"]),
+                "final_success_rate": final["success_rate"],
+                "final_mean_reward": final["mean_reward"],
+                "steps_to_threshold": steps_to_threshold(rows, args.threshold),
+                "fps": outcome["fps"],
+                "run_dir": outcome["run_dir"],
+            }
+            result.runs.append(run)
+            print(f"[{done}/{len(jobs)}] {agent} on {env_id}, seed {seed}: success {final['success_rate']:.1%}")
+
+    evaluations.sort(key=lambda row: (row["agent"], row["env"], row["seed"], row["timesteps"]))
+    for row in evaluations:
+        row["timesteps"] = int(row["timesteps"])
+    result.runs.sort(key=lambda run: (run["agent"], run["env"], run["seed"]))
+    result.summary = summarize(result.runs)
+    _write_csv(out / "evaluations.csv", EVALUATION_COLUMNS, evaluations)
+    _write_csv(out / "summary.csv", SUMMARY_COLUMNS, result.summary)
+    failed = [{"agent": agent, "env": env_id, "seed": seed, "error": error} for agent, env_id, seed, error in result.failed]
+    summary = {"threshold": args.threshold, "summary": result.summary, "runs": result.runs, "failed": failed}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if evaluations:
+        plotted = [env_id for env_id in env_ids if any(row["env"] == env_id for row in evaluations)]
+        plot_success(evaluations, plotted, args.threshold, out / "success_rate.png")
+    for row in result.summary:
+        reached = f"{row['steps_to_threshold']:.0f} steps" if row["steps_to_threshold"] is not None else "never"
+        print(
+            f"{row['agent']} on {row['env']}: success {row['final_success_rate']:.1%} ± {row['final_success_rate_std']:.1%} "
+            f"over {row['seeds']} seeds; {args.threshold:.0%} reached by {row['seeds_reaching_threshold']} "
+            f"({reached}); {row['fps']:.0f} fps"
+        )
+    print(f"Results in {out}" + (f"; {len(result.failed)} runs FAILED" if result.failed else ""))
+    return result
+
+
+def cli() -> int:
+    """Console-script entry point: exit status 1 if any run failed."""
+    return 1 if main().failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

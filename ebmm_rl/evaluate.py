@@ -1,0 +1,189 @@
+"""Evaluate a trained run: ``python -m ebmm_rl.evaluate RUN_DIR --episodes 100 [--gif out.gif]``.
+
+Loads the run's ``final_model.zip`` (or its latest checkpoint), rebuilds its env from the saved ``config.yml`` and
+``args.yml``, and reports the success rate (episode return > 0) and the mean return. ``--gif`` records a few episodes
+with ``render_mode="rgb_array"`` (written with Pillow).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.evaluation import evaluate_policy
+
+import envs
+from agents import Agent, get_agent
+from ebmm_rl.callbacks import latest_checkpoint
+from ebmm_rl.config import load_yaml
+from ebmm_rl.train import ARGS_FILE, CHECKPOINT_DIR, CONFIG_FILE, EVAL_SEED_OFFSET, FINAL_MODEL, make_vec_env
+
+PROGRAM = "python -m ebmm_rl.evaluate"
+GIF_FRAME_MS = 150
+GIF_END_FRAMES = 4
+"""Extra copies of an episode's last frame, so the outcome stays visible for a moment."""
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """What :func:`main` returns.
+
+    :param model_path: the evaluated model.
+    :param env_id: the env it was evaluated on.
+    :param episodes: number of episodes.
+    :param success_rate: fraction of episodes with a return > 0.
+    :param mean_reward: mean episode return.
+    :param std_reward: standard deviation of the episode returns.
+    :param mean_ep_length: mean episode length.
+    :param gif_path: the GIF, if one was recorded.
+    """
+
+    model_path: Path
+    env_id: str
+    episodes: int
+    success_rate: float
+    mean_reward: float
+    std_reward: float
+    mean_ep_length: float
+    gif_path: Path | None = None
+
+
+def load_run(run_dir: str | Path, device: str = "auto") -> tuple[Agent, dict[str, Any], dict[str, Any], BaseAlgorithm, Path]:
+    """Load a run directory written by :mod:`ebmm_rl.train`.
+
+    :param run_dir: the run directory.
+    :param device: torch device for the model.
+    :return: the agent, the run settings (``args.yml``), the config (``config.yml``), the model (its final model, or
+        the latest checkpoint of an unfinished run) and the model's path.
+    :raises FileNotFoundError: if the directory is not a run or holds no model.
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / ARGS_FILE).is_file() or not (run_dir / CONFIG_FILE).is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run directory of ebmm_rl.train (it needs {ARGS_FILE} and {CONFIG_FILE}).")
+    settings = load_yaml(run_dir / ARGS_FILE)
+    config = load_yaml(run_dir / CONFIG_FILE)
+    agent = get_agent(settings["agent"])
+    model_path = run_dir / FINAL_MODEL
+    if not model_path.is_file():
+        model_path = latest_checkpoint(run_dir / CHECKPOINT_DIR)
+        if model_path is None:
+            raise FileNotFoundError(f"{run_dir} holds neither {FINAL_MODEL} nor a checkpoint in {CHECKPOINT_DIR}/.")
+    return agent, settings, config, agent.algorithm.load(model_path, device=device), model_path
+
+
+def record_gif(
+    model: BaseAlgorithm,
+    agent: Agent,
+    env_id: str,
+    config: dict[str, Any],
+    path: str | Path,
+    episodes: int,
+    seed: int,
+    deterministic: bool,
+) -> Path:
+    """Play episodes with the model and save them as an animated GIF.
+
+    :param model: the model.
+    :param agent: its agent (how the env is wrapped).
+    :param env_id: the env.
+    :param config: the run's config (``window``, ``env_kwargs``).
+    :param path: the GIF file.
+    :param episodes: number of episodes to record.
+    :param seed: seed of the first episode.
+    :param deterministic: act greedily.
+    :return: the path.
+    """
+    options = agent.env_options(config)
+    env = envs.make_env(env_id, **{**options, "render_mode": "rgb_array"})
+    frames: list[Image.Image] = []
+    try:
+        for episode in range(episodes):
+            observation, _ = env.reset(seed=seed + episode)
+            state, episode_start, done = None, np.ones((1,), dtype=bool), False
+            while not done:
+                frames.append(Image.fromarray(env.render()))
+                action, state = model.predict(
+                    observation, state=state, episode_start=episode_start, deterministic=deterministic
+                )
+                observation, _, terminated, truncated, _ = env.step(action)
+                episode_start, done = np.zeros((1,), dtype=bool), terminated or truncated
+            frames += [Image.fromarray(env.render())] * GIF_END_FRAMES
+    finally:
+        env.close()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=GIF_FRAME_MS, loop=0)
+    return path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line parser."""
+    parser = argparse.ArgumentParser(prog=PROGRAM, description=__doc__.split("\n", 1)[0])
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by ebmm_rl.train")
+    parser.add_argument("--episodes", type=int, default=100, help="episodes to evaluate (default 100)")
+    parser.add_argument("--deterministic", action="store_true", help="act greedily (default: sample actions)")
+    parser.add_argument("--env", help="evaluate on another env id or alias (default: the run's env)")
+    parser.add_argument("--seed", type=int, help="seed of the evaluation envs (default: the run's evaluation seed)")
+    parser.add_argument("--n-envs", type=int, default=8, help="parallel evaluation envs (default 8)")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="torch device (default auto)")
+    parser.add_argument("--gif", metavar="FILE", help="also record episodes to this GIF")
+    parser.add_argument("--gif-episodes", type=int, default=3, help="episodes in the GIF (default 3)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> EvalResult:
+    """Evaluate one run; see ``python -m ebmm_rl.evaluate --help``.
+
+    :param argv: command-line arguments without the program name; ``None`` reads ``sys.argv``.
+    :return: the :class:`EvalResult`.
+    """
+    args = build_parser().parse_args(argv)
+    if args.episodes < 1 or args.n_envs < 1 or args.gif_episodes < 1:
+        raise ValueError("--episodes, --n-envs and --gif-episodes must be >= 1.")
+    agent, settings, config, model, model_path = load_run(args.run_dir, args.device)
+    env_id = envs.resolve_env_id(args.env or settings["env"])
+    seed = settings["seed"] + EVAL_SEED_OFFSET if args.seed is None else args.seed
+    eval_env = make_vec_env(agent, env_id, config, min(args.n_envs, args.episodes), seed)
+    try:
+        returns, lengths = evaluate_policy(
+            model, eval_env, n_eval_episodes=args.episodes, deterministic=args.deterministic, return_episode_rewards=True
+        )
+    finally:
+        eval_env.close()
+    returns = np.asarray(returns, dtype=np.float64)
+    gif_path = None
+    if args.gif:
+        gif_path = record_gif(model, agent, env_id, config, args.gif, args.gif_episodes, seed, args.deterministic)
+    result = EvalResult(
+        model_path=model_path,
+        env_id=env_id,
+        episodes=len(returns),
+        success_rate=float(np.mean(returns > 0)),
+        mean_reward=float(np.mean(returns)),
+        std_reward=float(np.std(returns)),
+        mean_ep_length=float(np.mean(lengths)),
+        gif_path=gif_path,
+    )
+    gif_note = f"; GIF saved to {gif_path}" if gif_path else ""
+    print(
+        f"{agent.name} on {env_id}: success {result.success_rate:.1%}, mean return {result.mean_reward:.3f} "
+        f"± {result.std_reward:.3f}, mean length {result.mean_ep_length:.1f} ({result.episodes} episodes, "
+        f"{'greedy' if args.deterministic else 'sampled'} actions) with {model_path}{gif_note}"
+    )
+    return result
+
+
+def cli() -> int:
+    """Console-script entry point."""
+    main()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

@@ -1,0 +1,185 @@
+"""The training, evaluation and benchmark CLIs, in-process with a tiny budget."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import yaml
+from PIL import Image
+
+from ebmm_rl import benchmark, evaluate, train
+from ebmm_rl.callbacks import CheckpointCallback, latest_checkpoint
+
+TINY = [
+    "--env", "EBMM-MemoryShort",
+    "--agent", "ppo",
+    "--timesteps", "64",
+    "--n-envs", "2",
+    "--set", "n_steps=16",
+    "--set", "batch_size=16",
+    "--set", "n_epochs=1",
+    "--set", "policy_kwargs.net_arch=[16]",
+    "--eval-freq", "32",
+    "--eval-episodes", "2",
+    "--checkpoint-freq", "32",
+    "--device", "cpu",
+    "--no-progress",
+]  # fmt: skip
+
+
+def read_rows(path):
+    with open(path, newline="") as file:
+        return list(csv.DictReader(file))
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    parent = tmp_path_factory.mktemp("runs")
+    return train.main([*TINY, "--seed", "3", "--run-dir", str(parent)])
+
+
+def test_train_writes_the_run_directory(trained_run, capsys):
+    run_dir = trained_run.run_dir
+    assert run_dir.name.startswith("EBMM-MemoryShort-v0__ppo__3__")
+    assert trained_run.model_path == run_dir / "final_model.zip"
+    assert trained_run.model_path.is_file()
+    assert trained_run.num_timesteps == 64
+    assert not trained_run.interrupted
+    assert 0.0 <= trained_run.success_rate <= 1.0
+    assert trained_run.fps > 0
+
+    config = yaml.safe_load((run_dir / "config.yml").read_text())
+    assert (config["n_steps"], config["n_timesteps"], config["n_envs"]) == (16, 64, 2)
+    assert config["policy_kwargs"] == {"net_arch": [16]}
+    settings = yaml.safe_load((run_dir / "args.yml").read_text())
+    assert (settings["agent"], settings["env"], settings["seed"]) == ("ppo", "EBMM-MemoryShort-v0", 3)
+    assert (run_dir / "seed").read_text().strip() == "3"
+    command = (run_dir / "command.txt").read_text()
+    assert command.startswith("python -m ebmm_rl.train --env EBMM-MemoryShort --agent ppo")
+    assert "--set batch_size=16" in command
+
+    assert sorted(path.name for path in (run_dir / "checkpoints").iterdir()) == ["model_32_steps.zip", "model_64_steps.zip"]
+    assert list(run_dir.glob("tensorboard_1/events.out.tfevents.*"))
+    rows = read_rows(run_dir / "evaluations.csv")
+    assert [int(row["timesteps"]) for row in rows] == [32, 64]
+    assert float(rows[-1]["success_rate"]) == trained_run.success_rate
+
+
+def test_keyboard_interrupt_saves_a_checkpoint_and_resume_finishes(tmp_path, monkeypatch):
+    save_checkpoint = CheckpointCallback._on_step
+
+    def interrupt_after_first_checkpoint(self):
+        if self.num_timesteps >= 32:
+            save_checkpoint(self)
+            raise KeyboardInterrupt
+        return save_checkpoint(self)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(CheckpointCallback, "_on_step", interrupt_after_first_checkpoint)
+        interrupted = train.main([*TINY, "--run-dir", str(tmp_path)])
+    run_dir = interrupted.run_dir
+    assert interrupted.interrupted
+    assert interrupted.num_timesteps == 32
+    assert interrupted.model_path == run_dir / "checkpoints" / "model_32_steps.zip"
+    assert latest_checkpoint(run_dir / "checkpoints") == interrupted.model_path
+    assert not (run_dir / "final_model.zip").exists()
+    assert not list(run_dir.glob("checkpoints/.*"))  # no temporary files left
+
+    resumed = train.main(["--resume", str(run_dir), "--no-progress"])
+    assert not resumed.interrupted
+    assert resumed.run_dir == run_dir
+    assert resumed.num_timesteps == 64
+    assert (run_dir / "final_model.zip").is_file()
+    assert [int(row["timesteps"]) for row in read_rows(run_dir / "evaluations.csv")] == [32, 64]
+    assert [path.name for path in run_dir.glob("tensorboard_*")] == ["tensorboard_1"]  # one continued curve
+    assert (run_dir / "command.txt").read_text().splitlines()[1] == f"python -m ebmm_rl.train --resume {run_dir} --no-progress"
+
+
+def test_resume_keeps_the_run_settings(trained_run, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        train.main(["--resume", str(trained_run.run_dir), "--seed", "1"])
+    assert "--resume keeps the run's env, agent, seed" in capsys.readouterr().err
+    (tmp_path / "args.yml").write_text("agent: ppo\n")
+    (tmp_path / "config.yml").write_text("n_envs: 2\n")
+    with pytest.raises(SystemExit):
+        train.main(["--resume", str(tmp_path)])
+    assert "holds no checkpoint" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--agent", "ppo_lstn"], r"did you mean 'ppo_lstm'"),
+        (["--env", "EBMM-MemoryShrt"], r"did you mean 'EBMM-MemoryShort'"),
+        (["--set", "n_step=16"], r"unknown key 'n_step'.*Did you mean 'n_steps'"),
+        (["--set", "n_steps"], r"Bad override 'n_steps': write key=value"),
+    ],
+)
+def test_train_rejects_bad_arguments_before_creating_a_run(arguments, message, tmp_path):
+    with pytest.raises(ValueError, match=message):
+        train.main([*TINY, *arguments, "--run-dir", str(tmp_path)])
+    assert not list(tmp_path.iterdir())
+
+
+def test_help_lists_the_agents(capsys):
+    with pytest.raises(SystemExit):
+        train.main(["--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "one of ppo, ppo_" in help_text
+    assert "ppo_lstm" in help_text
+
+
+def test_evaluate_reports_success_and_writes_a_gif(trained_run, tmp_path):
+    gif = tmp_path / "episodes.gif"
+    result = evaluate.main([str(trained_run.run_dir), "--episodes", "4", "--gif", str(gif), "--gif-episodes", "1"])
+    assert result.episodes == 4
+    assert result.model_path == trained_run.model_path
+    assert result.env_id == "EBMM-MemoryShort-v0"
+    assert 0.0 <= result.success_rate <= 1.0
+    assert (result.mean_reward > 0) == (result.success_rate > 0)
+    with Image.open(gif) as image:
+        assert image.n_frames > evaluate.GIF_END_FRAMES
+
+
+def test_benchmark_writes_csv_json_and_png(tmp_path):
+    out = tmp_path / "out"
+    result = benchmark.main(
+        [
+            "--agents", "ppo",
+            "--envs", "EBMM-MemoryShort",
+            "--seeds", "0",
+            "--timesteps", "32",
+            "--n-envs", "2",
+            "--set", "n_steps=16",
+            "--set", "batch_size=16",
+            "--set", "n_epochs=1",
+            "--eval-freq", "16",
+            "--eval-episodes", "2",
+            "--workers", "1",
+            "--out", str(out),
+            "--run-dir", str(tmp_path / "runs"),
+        ]
+    )  # fmt: skip
+    assert not result.failed
+    rows = read_rows(out / "evaluations.csv")
+    assert list(rows[0]) == list(benchmark.EVALUATION_COLUMNS)
+    assert [(row["agent"], row["env"], row["seed"], row["timesteps"]) for row in rows] == [
+        ("ppo", "EBMM-MemoryShort-v0", "0", "16"),
+        ("ppo", "EBMM-MemoryShort-v0", "0", "32"),
+    ]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["threshold"] == 0.95
+    assert summary["summary"][0]["agent"] == "ppo"
+    assert summary["summary"][0]["seeds"] == 1
+    assert summary["runs"][0]["timesteps"] == 32
+    assert read_rows(out / "summary.csv")[0]["env"] == "EBMM-MemoryShort-v0"
+    with Image.open(out / "success_rate.png") as image:
+        assert image.format == "PNG"
+
+
+def test_steps_to_threshold():
+    rows = [{"timesteps": float(steps), "success_rate": rate} for steps, rate in ((10, 0.5), (20, 0.96), (30, 1.0))]
+    assert benchmark.steps_to_threshold(rows, 0.95) == 20
+    assert benchmark.steps_to_threshold(rows[:1], 0.95) is None
