@@ -164,6 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, help="runs in parallel, each in its own process (default: CPU count)")
     parser.add_argument("--eval-freq", type=int, default=20_000, help="steps between evaluations (default 20000)")
     parser.add_argument("--eval-episodes", type=int, default=50, help="episodes per evaluation (default 50)")
+    parser.add_argument(
+        "--eval-deterministic", action="store_true", help="evaluate with greedy actions (default: sampled, as trained)"
+    )
     parser.add_argument("--threshold", type=float, default=0.95, help="success rate to count steps to (default 0.95)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1)")
     parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="torch device (default cpu)")
@@ -190,6 +193,8 @@ def main(argv: list[str] | None = None) -> BenchmarkResult:
     workers = min(args.workers or cpus, len(jobs))
     common = ["--run-dir", args.run_dir, "--no-progress", "--device", args.device, "--threads", str(args.threads)]
     common += ["--eval-freq", str(args.eval_freq), "--eval-episodes", str(args.eval_episodes)]
+    if args.eval_deterministic:
+        common.append("--eval-deterministic")
     for option, value in (("--timesteps", args.timesteps), ("--n-envs", args.n_envs)):
         if value is not None:
             common += [option, str(value)]
