@@ -18,6 +18,7 @@ from ebmm_rl.recall.datasets import (
     omniglot,
     sample_batches,
 )
+from ebmm_rl.recall.models import DATASETS, EBMMRecall, Task, build_baseline, fast_size, load_model, load_task
 
 __all__ = [
     "HOPFIELD_RULES",
@@ -35,3 +36,4 @@ __all__ = [
     "omniglot",
     "sample_batches",
 ]
+__all__ += ["DATASETS", "EBMMRecall", "Task", "build_baseline", "fast_size", "load_model", "load_task"]

@@ -1,0 +1,330 @@
+"""Meta-train an EBMM (or the MemoryNetwork baseline) on a recall dataset's train split.
+
+Every step draws fresh memories of ``n_stored`` patterns, corrupts them into queries and takes one meta-gradient step
+through the write and read (:func:`ebmm_rl.memory.meta_train_step`). Each memory size of ``--memory-sizes`` gets its
+own run directory ``<run-dir>/recall__<dataset>__<model>__m<memory>__<seed>__<time>/`` holding
+
+- ``config.yml``: the resolved config (every default filled in); ``args.yml``: the run settings (steps, limits);
+- ``command.txt``: the command line (one line per start or resume); ``seed``: the seed;
+- ``checkpoint.pt``: model, optimiser and data-generator state at the latest step, written atomically every
+  ``--checkpoint-every`` steps, on Ctrl-C and at the end; ``--resume RUN_DIR`` continues it;
+- ``tensorboard/``: ``train/`` (loss, gradient norm, error of the batch after the step), ``memory/`` (EBMM's
+  alpha, beta, momentum, step sizes) and ``time/`` scalars.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+from ebmm_rl.memory import EBMM, GRAD_MODES, meta_train_step
+from ebmm_rl.recall.models import (
+    BIT_CORRUPTIONS,
+    CHECKPOINT_FILE,
+    DATASET_DEFAULTS,
+    DATASETS,
+    ENERGIES,
+    MODELS,
+    Task,
+    UsageError,
+    build_model,
+    check_choice,
+    load_checkpoint,
+    load_task,
+    model_spec,
+    recall_view,
+    save_checkpoint,
+)
+
+PROGRAM = "python -m ebmm_rl.recall train"
+TRAIN_DEFAULTS: dict[str, Any] = {
+    "model": "ebmm",
+    "batch_size": 8,
+    "lr": 1e-3,
+    "weight_decay": 1e-6,
+    "grad_clip": 0.05,
+    "write_steps": 5,
+    "read_steps": 5,
+    "grad_mode": "second_order",
+    "write": "batch",
+    "seed": 0,
+    "data_root": None,
+}
+"""Defaults of the config keys that do not depend on the dataset (those are in ``DATASET_DEFAULTS``). The paper
+uses lr 5e-5 over 2e6 updates; 1e-3 suits runs of a few thousand steps."""
+CONFIG_KEYS = ("dataset", *TRAIN_DEFAULTS, *DATASET_DEFAULTS["binary"])
+EBMM_ONLY_KEYS = ("energy", "hop_dim", "hops", "write_steps", "read_steps", "grad_mode", "write")
+SETTINGS_DEFAULTS: dict[str, Any] = {
+    "steps": 1000,
+    "time_limit": None,
+    "checkpoint_every": 100,
+    "log_every": 10,
+    "device": "cpu",
+    "run_dir": "runs",
+}
+"""Run settings: they may change when a run is resumed."""
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """One trained model.
+
+    :param run_dir: its run directory
+    :param checkpoint: its checkpoint (what ``evaluate --checkpoints`` takes)
+    :param step: meta-training steps done, over all resumes
+    :param memory_size: floats in one memory (at ``n_stored`` patterns)
+    :param loss: meta-loss of the last step
+    :param error: error of the last step's batch after the step (the task's metric)
+    :param interrupted: stopped by Ctrl-C (resume with ``--resume run_dir``)
+    """
+
+    run_dir: Path
+    checkpoint: Path
+    step: int
+    memory_size: int
+    loss: float
+    error: float
+    interrupted: bool = False
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``train`` (config options default to None so that ``--resume`` can tell which were given)."""
+    config = parser.add_argument_group("config (saved in config.yml; defaults depend on the dataset)")
+    config.add_argument("--dataset", help="binary, digits, omniglot or cifar10")
+    config.add_argument("--model", choices=MODELS, help="ebmm (default) or the memnet baseline")
+    config.add_argument(
+        "--memory-sizes",
+        type=int,
+        nargs="+",
+        metavar="FLOATS",
+        help="memory budgets in floats, one model each (default: binary 8256, digits 2064, omniglot/cifar10 4616); "
+        "EBMM takes the largest fast layer that fits, memnet slots of memory // n_stored",
+    )
+    config.add_argument("--n-stored", type=int, help="patterns written per memory (default 64)")
+    config.add_argument("--batch-size", type=int, help=f"memories per step (default {TRAIN_DEFAULTS['batch_size']})")
+    config.add_argument("--lr", type=float, help=f"AdamW learning rate (default {TRAIN_DEFAULTS['lr']})")
+    config.add_argument("--weight-decay", type=float, help="AdamW weight decay (default 1e-6, the paper's)")
+    config.add_argument("--grad-clip", type=float, help="global gradient-norm clip (default 0.05, the paper's)")
+    config.add_argument("--energy", choices=ENERGIES, help="EBMM energy (default: mlp; conv for omniglot/cifar10)")
+    config.add_argument("--hidden", type=int, help="EBMM mlp encoder / memnet width (default 128; 256 for 32x32)")
+    config.add_argument("--hop-dim", type=int, help="width of the EBMM's gated hops (default 128; 256 for 32x32)")
+    config.add_argument("--hops", type=int, help="number of gated hops (default 3)")
+    config.add_argument("--write-steps", type=int, help="EBMM write steps (default 5)")
+    config.add_argument("--read-steps", type=int, help="EBMM read steps (default 5, the paper's)")
+    config.add_argument("--grad-mode", choices=GRAD_MODES[:2], help="meta-gradient (default second_order, the paper's)")
+    config.add_argument("--write", choices=("batch", "stream"), help="EBMM write rule (default batch, the paper's)")
+    config.add_argument(
+        "--corruption",
+        help=f"binary: {', '.join(BIT_CORRUPTIONS)} (default erase; see models.BIT_CORRUPTIONS); images: occlude",
+    )
+    config.add_argument("--corrupt-bits", type=int, help="corrupted bits of a binary query (default 64 of 128)")
+    config.add_argument("--block", type=int, help="side of the occluded square (default image size // 2)")
+    config.add_argument("--image-size", type=int, help="image side (default: digits 8, omniglot 32)")
+    config.add_argument("--seed", type=int, help="seed of the model and the training data (default 0)")
+    config.add_argument("--data-root", help="directory of the Omniglot/CIFAR-10 archives (default ~/.cache/ebmm_rl)")
+
+    run = parser.add_argument_group("run settings")
+    run.add_argument("--steps", type=int, help=f"total meta-training steps (default {SETTINGS_DEFAULTS['steps']})")
+    run.add_argument("--time-limit", type=float, metavar="SECONDS", help="stop (and save) after this long")
+    run.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default 100)")
+    run.add_argument("--log-every", type=int, help="steps between TensorBoard scalars (default 10)")
+    run.add_argument("--device", help="torch device (default cpu)")
+    run.add_argument("--run-dir", metavar="DIR", help="parent of the run directories (default runs)")
+    run.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its checkpoint, with its config")
+    run.add_argument("--no-tensorboard", action="store_true", help="write no TensorBoard events")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace, argv: list[str]) -> list[TrainResult]:
+    """Train the models the parsed options ask for (one per memory size), or resume one run."""
+    settings = {key: SETTINGS_DEFAULTS[key] if getattr(args, key) is None else getattr(args, key) for key in SETTINGS_DEFAULTS}
+    settings["tensorboard"] = not args.no_tensorboard
+    settings["progress"] = not args.no_progress
+    command = shlex.join([*shlex.split(PROGRAM), *argv])
+    if args.resume is not None:
+        return [_resume(args, settings, command)]
+    if args.dataset is None:
+        raise UsageError("--dataset is required (binary, digits, omniglot or cifar10), unless you --resume a run")
+    check_choice(args.dataset, DATASETS, "dataset")
+    configs = [_resolve_config(args, memory) for memory in args.memory_sizes or [DATASET_DEFAULTS[args.dataset]["memory"]]]
+    task = _train_task(configs[0])  # the memory size changes no task option
+    specs = [model_spec(task, config) for config in configs]  # every size is checked before any run starts
+    results = []
+    for config, spec in zip(configs, specs, strict=True):
+        run_dir = _new_run_dir(Path(settings["run_dir"]), config)
+        (run_dir / "config.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+        (run_dir / "seed").write_text(f"{config['seed']}\n")
+        results.append(_train(run_dir, task, config, spec, settings, command, checkpoint=None))
+        if results[-1].interrupted:
+            break
+    return results
+
+
+def main(argv: list[str] | None = None) -> list[TrainResult]:
+    """``python -m ebmm_rl.recall train``; see ``--help``."""
+    from ebmm_rl.recall.cli import main as cli_main
+
+    return cli_main(["train", *(argv or [])])
+
+
+# ---------------------------------------------------------------------------------------------- internals
+def _resolve_config(args: argparse.Namespace, memory: int) -> dict[str, Any]:
+    config = {"dataset": args.dataset, **TRAIN_DEFAULTS, **DATASET_DEFAULTS[args.dataset], "memory": memory}
+    config.update({key: getattr(args, key) for key in CONFIG_KEYS if getattr(args, key, None) is not None})
+    if config["model"] == "memnet":
+        given = [key for key in EBMM_ONLY_KEYS if getattr(args, key) is not None]
+        if given:
+            raise UsageError(f"{', '.join('--' + key.replace('_', '-') for key in given)}: EBMM options; memnet has none")
+        for key in EBMM_ONLY_KEYS:  # the slot memory has no energy; keep its config free of them
+            config.pop(key)
+    for key in ("n_stored", "batch_size", "memory"):
+        if config[key] < 1:
+            raise UsageError(f"--{key.replace('_', '-')} must be >= 1, got {config[key]}")
+    return config
+
+
+def _new_run_dir(parent: Path, config: dict[str, Any]) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    name = f"recall__{config['dataset']}__{config['model']}__m{config['memory']}__{config['seed']}__{stamp}"
+    for attempt in range(1, 1000):
+        run_dir = parent / (name if attempt == 1 else f"{name}-{attempt}")
+        try:
+            run_dir.mkdir(parents=True)
+        except FileExistsError:
+            continue
+        return run_dir
+    raise FileExistsError(f"could not create a new run directory like {parent / name}; clean up {parent}")
+
+
+def _resume(args: argparse.Namespace, settings: dict[str, Any], command: str) -> TrainResult:
+    run_dir = Path(args.resume)
+    payload = load_checkpoint(run_dir)
+    config = payload["config"]
+    given = {key: getattr(args, key) for key in CONFIG_KEYS if getattr(args, key, None) is not None}
+    if args.memory_sizes is not None:
+        given["memory"] = args.memory_sizes[0] if len(args.memory_sizes) == 1 else args.memory_sizes
+    changed = [
+        f"--{key.replace('_', '-')} {value} (run: {config.get(key)})"
+        for key, value in given.items()
+        if config.get(key) != value
+    ]
+    if changed:
+        raise UsageError(f"a resumed run keeps its config; drop {', '.join(changed)} or start a new run")
+    return _train(run_dir, _train_task(config), config, payload["spec"], settings, command, checkpoint=payload)
+
+
+def _train_task(config: dict[str, Any]) -> Task:
+    options = ("image_size", "corruption", "corrupt_bits", "block", "data_root")
+    return load_task(config["dataset"], "train", **{key: config.get(key) for key in options})
+
+
+def _train(
+    run_dir: Path,
+    task: Task,
+    config: dict[str, Any],
+    spec: dict[str, Any],
+    settings: dict[str, Any],
+    command: str,
+    checkpoint: dict[str, Any] | None,
+) -> TrainResult:
+    """Meta-train one model (of :func:`model_spec` ``spec``) from scratch or from ``checkpoint`` up to
+    ``settings["steps"]``."""
+    (run_dir / "args.yml").write_text(yaml.safe_dump(settings, sort_keys=False))
+    with open(run_dir / "command.txt", "a") as file:
+        file.write(command + "\n")
+    device = torch.device(settings["device"])
+    torch.manual_seed(config["seed"])
+    model = build_model(spec).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config["lr"], weight_decay=config["weight_decay"])
+    generator = torch.Generator().manual_seed(config["seed"])
+    step, elapsed_before = 0, 0.0
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        generator.set_state(checkpoint["generator"])
+        step, elapsed_before = checkpoint["step"], checkpoint["elapsed"]
+    view = recall_view(model, config.get("write", "batch"))
+    memory_size = view.memory_size(config["n_stored"])
+    checkpoint_file = run_dir / CHECKPOINT_FILE
+    writer = None if not settings["tensorboard"] else SummaryWriter(str(run_dir / "tensorboard"), purge_step=step)
+    start_step, started = step, time.perf_counter()
+
+    def save() -> None:
+        payload = {
+            "step": step,
+            "config": config,
+            "spec": spec,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "generator": generator.get_state(),
+            "elapsed": elapsed_before + time.perf_counter() - started,
+        }
+        save_checkpoint(checkpoint_file, payload)
+
+    loss = error = float("nan")
+    interrupted = timed_out = False
+    bar = tqdm(total=settings["steps"], initial=step, disable=not settings["progress"], desc=run_dir.name)
+    try:
+        while step < settings["steps"]:
+            if settings["time_limit"] is not None and time.perf_counter() - started > settings["time_limit"]:
+                timed_out = True
+                break
+            patterns = task.sample(config["batch_size"], config["n_stored"], generator)  # [batch, n, dim]
+            queries = task.corrupt(patterns, generator).to(device)
+            patterns = patterns.to(device)
+            stats = meta_train_step(
+                model, optimizer, patterns, queries, write=config.get("write", "batch"), max_grad_norm=config["grad_clip"]
+            )
+            step += 1
+            loss = stats["loss"]
+            if step % settings["log_every"] == 0 or step == settings["steps"]:
+                with torch.no_grad():
+                    error = task.error(view.read(view.write(patterns), queries), patterns).mean().item()
+                if writer is not None:
+                    _log(writer, model, stats, error, step, (step - start_step) / (time.perf_counter() - started))
+                bar.set_postfix(loss=f"{loss:.3g}", error=f"{error:.3g}")
+            if step % settings["checkpoint_every"] == 0:
+                save()
+            bar.update(1)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        bar.close()
+        save()
+        if writer is not None:
+            writer.close()
+    speed = (step - start_step) / max(time.perf_counter() - started, 1e-9)
+    status = "done"
+    if interrupted or timed_out:
+        status = f"{'interrupted' if interrupted else 'time limit'}; continue with `{PROGRAM} --resume {run_dir}`"
+    print(
+        f"{config['model']} on {config['dataset']} (memory {memory_size} floats): step {step}/{settings['steps']}, "
+        f"loss {loss:.4g}, {task.metric} {error:.4g}, {speed:.2f} steps/s; {status}; checkpoint {checkpoint_file}"
+    )
+    return TrainResult(run_dir, checkpoint_file, step, memory_size, loss, error, interrupted)
+
+
+def _log(writer: SummaryWriter, model: torch.nn.Module, stats: dict[str, float], error: float, step: int, speed: float):
+    writer.add_scalar("train/loss", stats["loss"], step)
+    writer.add_scalar("train/grad_norm", stats["grad_norm"], step)
+    writer.add_scalar("train/error", error, step)
+    writer.add_scalar("time/steps_per_second", speed, step)
+    if isinstance(model, EBMM):
+        writer.add_scalar("memory/alpha", model.alpha.item(), step)
+        writer.add_scalar("memory/beta", model.beta.item(), step)
+        writer.add_scalar("memory/momentum", model.momentum.item(), step)
+        read_lr = model.read_lr
+        writer.add_scalar("memory/read_lr_first", read_lr[0].item(), step)
+        writer.add_scalar("memory/read_lr_last", read_lr[-1].item(), step)
+        writer.add_scalar("memory/write_lr_mean", model.write_lr.mean().item(), step)
+    else:
+        writer.add_scalar("memory/inverse_temperature", model.log_inverse_temperature.exp().item(), step)

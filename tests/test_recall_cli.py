@@ -1,0 +1,183 @@
+"""The image-recall CLI in-process with tiny models: train, resume, Ctrl-C, evaluate, memory accounting and usage
+errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+
+from ebmm_rl.recall import train as train_module
+from ebmm_rl.recall.cli import main
+from ebmm_rl.recall.evaluate import FIELDS
+from ebmm_rl.recall.models import (
+    BINARY_MEMORY,
+    DATASET_DEFAULTS,
+    build_model,
+    fast_size,
+    load_checkpoint,
+    load_task,
+    model_spec,
+)
+from ebmm_rl.recall.train import TRAIN_DEFAULTS
+
+TINY = ["--hidden", "16", "--hop-dim", "16", "--hops", "1", "--write-steps", "2", "--read-steps", "2", "--batch-size", "2"]
+"""An EBMM of 17 floats per fast unit, small enough for a few steps in well under a second."""
+
+
+def train(tmp_path, *args: str) -> list[train_module.TrainResult]:
+    return main(["train", "--run-dir", str(tmp_path / "runs"), "--no-progress", "--log-every", "1", *args])
+
+
+def evaluate(tmp_path, *args: str) -> list[dict]:
+    return main(["evaluate", "--out", str(tmp_path / "results"), "--no-progress", "--batches", "4", "--chunk", "2", *args])
+
+
+def read_csv(path) -> list[dict]:
+    with open(path, newline="") as file:
+        return list(csv.DictReader(file))
+
+
+def test_binary_round_trip(tmp_path):
+    (result,) = train(tmp_path, "--dataset", "binary", *TINY, "--memory-sizes", "68", "--n-stored", "4", "--steps", "3")
+    assert result.step == 3 and result.memory_size == 68 and not result.interrupted
+    run_dir = result.run_dir
+    assert run_dir.name.startswith("recall__binary__ebmm__m68__0__")
+    for name in ("config.yml", "args.yml", "command.txt", "seed", "checkpoint.pt"):
+        assert (run_dir / name).is_file(), name
+    assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    command = (run_dir / "command.txt").read_text()
+    assert command.startswith("python -m ebmm_rl.recall train ") and "--dataset binary" in command
+    assert load_checkpoint(run_dir)["config"]["corruption"] == "erase"
+
+    rows = evaluate(tmp_path, "--dataset", "binary", "--checkpoints", str(run_dir), "--n-stored", "4", "8")
+    out = tmp_path / "results"
+    table = read_csv(out / "results.csv")
+    assert tuple(table[0]) == FIELDS
+    labels = {row["label"] for row in table}
+    assert labels == {"EBMM (m=68)", "Hopfield (Hebb)", "Hopfield (Storkey)", "Hopfield (pseudo-inverse)", "Modern Hopfield"}
+    assert len(table) == len(rows) == 2 * len(labels)
+    for row in rows:
+        assert row["batches"] == 4 and row["metric"] == "error_bits"
+        assert 0 <= row["p5"] <= row["p95"] <= 128
+    hebb = {row["n_stored"]: row["memory_size"] for row in rows if row["model"] == "hebb"}
+    assert hebb == {4: BINARY_MEMORY, 8: BINARY_MEMORY}
+    summary = json.loads((out / "results.json").read_text())
+    assert summary["results"] == rows and summary["settings"]["corruption"] == "erase 64 of 128 bits"
+    for name in ("distortion_vs_memory.png", "error_vs_n.png"):
+        assert (out / name).stat().st_size > 0
+
+
+def test_digits_round_trip_with_memnet_and_memory_sweep(tmp_path):
+    ebmms = train(tmp_path, "--dataset", "digits", *TINY, "--memory-sizes", "34", "68", "--n-stored", "4", "--steps", "2")
+    assert [result.memory_size for result in ebmms] == [34, 68]
+    (memnet,) = train(
+        tmp_path, "--dataset", "digits", "--model", "memnet", "--hidden", "16", "--memory-sizes", "32", "--n-stored", "4",
+        "--batch-size", "2", "--steps", "2",
+    )  # fmt: skip
+    assert memnet.memory_size == 32  # four slots of 8 floats
+
+    runs = [str(result.run_dir) for result in [*ebmms, memnet]]
+    rows = evaluate(tmp_path, "--dataset", "digits", "--checkpoints", *runs, "--n-stored", "4")
+    assert {row["label"] for row in rows} == {"EBMM (m=34)", "EBMM (m=68)", "MemNet (m=32)", "Modern Hopfield"}
+    assert {row["metric"] for row in rows} == {"squared_error"}
+    assert {row["corruption"] for row in rows} == {"occlude 4x4"}  # block = 8 // 2
+    out = tmp_path / "results"
+    assert tuple(read_csv(out / "results.csv")[0]) == FIELDS
+    assert (out / "distortion_vs_memory.png").stat().st_size > 0
+    assert (out / "retrievals.png").stat().st_size > 0
+    assert not (out / "error_vs_n.png").exists()  # a single n
+
+
+def test_resume_continues_the_run_exactly(tmp_path):
+    args = ["--dataset", "binary", *TINY, "--memory-sizes", "34", "--n-stored", "4", "--no-tensorboard"]
+    (straight,) = train(tmp_path, *args, "--steps", "4")
+    (first,) = train(tmp_path, *args, "--steps", "2")
+    (resumed,) = main(["train", "--resume", str(first.run_dir), "--steps", "4", "--no-progress"])
+    assert resumed.run_dir == first.run_dir and resumed.step == 4
+    assert len((first.run_dir / "command.txt").read_text().splitlines()) == 2
+    expected, actual = load_checkpoint(straight.run_dir), load_checkpoint(resumed.run_dir)
+    assert actual["step"] == 4
+    for name, value in expected["model"].items():
+        torch.testing.assert_close(actual["model"][name], value, msg=name)
+
+
+def test_ctrl_c_saves_a_resumable_checkpoint(tmp_path, monkeypatch):
+    real_step = train_module.meta_train_step
+    calls = []
+
+    def interrupt_on_third_call(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "meta_train_step", interrupt_on_third_call)
+    (result,) = train(tmp_path, "--dataset", "binary", *TINY, "--memory-sizes", "34", "--n-stored", "4", "--steps", "5")
+    assert result.interrupted and result.step == 2
+    assert load_checkpoint(result.run_dir)["step"] == 2
+
+
+def test_ebmm_sizing_meets_the_memory_budget():
+    assert fast_size("mlp", BINARY_MEMORY, hidden=128) == 64  # 64 * 129 = 8256 exactly
+    assert fast_size("mlp", 8000, hidden=128) == 62
+    assert fast_size("conv", 4 * 1154) == 4  # the paper's 1154 * ds
+    task = load_task("binary", "train")
+    config = {"model": "ebmm", **TRAIN_DEFAULTS, **DATASET_DEFAULTS["binary"]}
+    assert build_model(model_spec(task, config)).memory_size == BINARY_MEMORY
+    memnet = build_model(model_spec(task, {**config, "model": "memnet"}))
+    assert memnet.memory_size(64) <= BINARY_MEMORY  # 64 slots of 8256 // 64 = 129 floats
+    with pytest.raises(ValueError, match="smaller than one fast unit"):
+        fast_size("mlp", 100, hidden=128)
+
+
+@pytest.mark.parametrize("corruption", ["erase", "resample", "flip"])
+def test_binary_corruptions(corruption):
+    task = load_task("binary", "test", corruption=corruption)
+    generator = torch.Generator().manual_seed(0)
+    patterns = task.sample(8, 16, generator)
+    queries = task.corrupt(patterns, generator)
+    changed = (queries != patterns).sum(dim=-1)  # [8, 16]
+    if corruption == "erase":
+        assert torch.equal((queries == 0).sum(dim=-1), torch.full((8, 16), 64))
+    elif corruption == "resample":
+        assert bool((queries.abs() == 1).all()) and bool((changed <= 64).all())
+        assert 24 < changed.float().mean() < 40  # about half of the 64 resampled bits change
+    else:
+        assert torch.equal(changed, torch.full((8, 16), 64))
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate"])
+def test_unknown_dataset_suggests_the_closest(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--dataset", "digit"])
+    assert exit_info.value.code == 2
+    assert "unknown dataset 'digit'; did you mean 'digits'?" in capsys.readouterr().err
+
+
+def test_missing_checkpoint_is_a_usage_error(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--dataset", "binary", "--checkpoints", str(tmp_path / "nowhere")])
+    assert "no checkpoint at" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", "--resume", str(tmp_path)])
+    assert "no checkpoint at" in capsys.readouterr().err
+
+
+def test_bad_options_are_usage_errors(tmp_path, capsys):
+    (result,) = train(tmp_path, "--dataset", "binary", *TINY, "--memory-sizes", "34", "--n-stored", "4", "--steps", "1")
+    cases = [
+        (["train", "--resume", str(result.run_dir), "--lr", "0.1"], "a resumed run keeps its config; drop --lr 0.1"),
+        (["train", "--dataset", "binary", "--model", "memnet", "--hops", "2"], "--hops: EBMM options"),
+        (["train", "--dataset", "binary", "--memory-sizes", "64"], "smaller than one fast unit"),
+        (["evaluate", "--dataset", "digits", "--baselines", "hebb"], "two-valued patterns"),
+        (["evaluate", "--dataset", "digits", "--checkpoints", str(result.run_dir)], "trained on binary"),
+        (["evaluate", "--dataset", "binary", "--baselines"], "nothing to evaluate"),
+        (["train", "--steps", "3"], "--dataset is required"),
+    ]
+    for argv, message in cases:
+        with pytest.raises(SystemExit):
+            main([*argv, "--run-dir", str(tmp_path / "runs")] if argv[0] == "train" else argv)
+        assert message in capsys.readouterr().err, argv
