@@ -33,6 +33,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv,
 import envs
 from agents import Agent, agent_names, get_agent
 from ebmm_rl.callbacks import CheckpointCallback, SuccessEvalCallback, latest_checkpoint, replace_atomically
+from ebmm_rl.rundir import new_run_dir
 from ebmm_rl.config import load_config, load_yaml, split_config, validate
 
 PROGRAM = "python -m ebmm_rl.train"
@@ -141,19 +142,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _new_run_dir(parent: Path, env_id: str, agent: str, seed: int) -> Path:
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    name = f"{env_id}__{agent}__{seed}__{stamp}"
-    for attempt in range(1, 1000):
-        run_dir = parent / (name if attempt == 1 else f"{name}-{attempt}")
-        try:
-            run_dir.mkdir(parents=True)
-        except FileExistsError:
-            continue
-        return run_dir
-    raise FileExistsError(f"Could not create a new run directory like {parent / name}; clean up {parent}.")
-
-
 def _command_line(argv: list[str]) -> str:
     return shlex.join([*shlex.split(PROGRAM), *argv])
 
@@ -169,7 +157,8 @@ def _start(args: argparse.Namespace, argv: list[str]) -> tuple[Path, dict[str, A
         if value is not None:
             config[key] = value
     validate(config, agent, "--timesteps/--n-envs")
-    run_dir = _new_run_dir(Path(args.run_dir or DEFAULTS["run_dir"]), settings["env"], agent.name, settings["seed"])
+    run_name = f"{settings['env']}__{agent.name}__{settings['seed']}"
+    run_dir = new_run_dir(Path(args.run_dir or DEFAULTS["run_dir"]), run_name)
     (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(config, sort_keys=False))
     (run_dir / ARGS_FILE).write_text(yaml.safe_dump(settings, sort_keys=False))
     (run_dir / SEED_FILE).write_text(f"{settings['seed']}\n")

@@ -299,26 +299,15 @@ class EBMM(nn.Module):
         self._check_patterns(patterns, "patterns")
         batch = patterns.shape[0]
         self._check_patterns(queries, "queries", batch)
-        if targets is None:
-            if queries.shape != patterns.shape:
-                raise ValueError(
-                    f"queries {tuple(queries.shape)} must match patterns {tuple(patterns.shape)} when targets is "
-                    "None; pass targets [batch, m, dim] for queries that are not one per stored pattern"
-                )
-            targets = patterns
-        elif targets.shape != queries.shape:
-            raise ValueError(f"targets {tuple(targets.shape)} must have the shape of queries {tuple(queries.shape)}")
+        targets = resolve_targets(patterns, queries, targets)
         state = self.init_state(batch)
         if write == "batch":
             state = self.write(state, patterns, mask)
         else:
             state = self.write_stream(state, patterns, mask)
         iterates = self.read(state, queries, return_iterates=True)  # [read_steps, batch, m, dim]
-        errors = (iterates - targets).pow(2).sum(dim=-1)  # [read_steps, batch, m]
-        if mask is not None and queries.shape[1] == patterns.shape[1]:
-            scored = mask.to(errors.dtype)  # [batch, m]
-            return (errors * scored).sum(dim=(1, 2)).div(scored.sum().clamp(min=1)).sum()
-        return errors.mean(dim=(1, 2)).sum()
+        scored = mask if queries.shape[1] == patterns.shape[1] else None
+        return reconstruction_error(iterates, targets, scored).sum()
 
     # ------------------------------------------------------------------ internals
     def _write_update(self, weights: Tensor, patterns: Tensor, pattern_weights: Tensor, lr: Tensor, mode: str) -> Tensor:
@@ -456,6 +445,41 @@ class EBMM(nn.Module):
                 "(lower write_lr_init/stream_lr_init, or normalise the patterns)"
             )
         return weights
+
+
+def resolve_targets(patterns: Tensor, queries: Tensor, targets: Tensor | None) -> Tensor:
+    """What each query should retrieve: ``targets`` if given, else the stored pattern it was made from.
+
+    :param patterns: ``[batch, n, dim]``
+    :param queries: ``[batch, m, dim]``
+    :param targets: ``[batch, m, dim]`` or None (then ``m == n``)
+    :return: ``[batch, m, dim]``
+    """
+    if targets is None:
+        if queries.shape != patterns.shape:
+            raise ValueError(
+                f"queries {tuple(queries.shape)} must match patterns {tuple(patterns.shape)} when targets is "
+                "None; pass targets [batch, m, dim] for queries that are not one per stored pattern"
+            )
+        return patterns
+    if targets.shape != queries.shape:
+        raise ValueError(f"targets {tuple(targets.shape)} must have the shape of queries {tuple(queries.shape)}")
+    return targets
+
+
+def reconstruction_error(retrieved: Tensor, targets: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Mean over scored queries of the squared error ``||target - retrieved||^2``.
+
+    :param retrieved: ``[..., batch, m, dim]`` (e.g. every read iterate)
+    :param targets: ``[batch, m, dim]``
+    :param mask: ``[batch, m]`` bool, the queries to score; None scores all
+    :return: ``[...]``
+    """
+    errors = (retrieved - targets).pow(2).sum(dim=-1)  # [..., batch, m]
+    if mask is None:
+        return errors.mean(dim=(-2, -1))
+    scored = mask.to(errors.dtype)  # [batch, m]
+    return (errors * scored).sum(dim=(-2, -1)) / scored.sum().clamp(min=1)
 
 
 def _describe(value: object) -> str:

@@ -17,13 +17,13 @@ from typing import Literal, NamedTuple, Protocol, runtime_checkable
 import torch
 from torch import Tensor, nn
 
+from ebmm_rl.memory.ebmm import WRITE_KINDS, reconstruction_error, resolve_targets
 from ebmm_rl.memory.energy import he_init_
 
 HopfieldRule = Literal["hebb", "storkey", "pseudo_inverse"]
 HOPFIELD_RULES: tuple[str, ...] = ("hebb", "storkey", "pseudo_inverse")
 HopfieldUpdate = Literal["async", "sync"]
 HOPFIELD_UPDATES: tuple[str, ...] = ("async", "sync")
-WRITE_KINDS: tuple[str, ...] = ("batch", "stream")
 
 
 @runtime_checkable
@@ -402,18 +402,6 @@ class MemoryNetwork(nn.Module):
         """
         if write not in WRITE_KINDS:
             raise ValueError(f"write must be one of {WRITE_KINDS}, got {write!r}")
-        if targets is None:
-            if queries.shape != patterns.shape:
-                raise ValueError(
-                    f"queries {tuple(queries.shape)} must match patterns {tuple(patterns.shape)} when targets is "
-                    "None; pass targets [batch, m, dim] for queries that are not one per stored pattern"
-                )
-            targets = patterns
-        elif targets.shape != queries.shape:
-            raise ValueError(f"targets {tuple(targets.shape)} must have the shape of queries {tuple(queries.shape)}")
+        targets = resolve_targets(patterns, queries, targets)
         retrieved = self.read(self.write(patterns, mask), queries)  # [batch, m, dim]
-        errors = (retrieved - targets).pow(2).sum(dim=-1)  # [batch, m]
-        if mask is not None and queries.shape[1] == patterns.shape[1]:
-            scored = mask.to(errors.dtype)  # [batch, m]
-            return (errors * scored).sum() / scored.sum().clamp(min=1)
-        return errors.mean()
+        return reconstruction_error(retrieved, targets, mask if queries.shape[1] == patterns.shape[1] else None)

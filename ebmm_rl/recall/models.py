@@ -47,6 +47,20 @@ BINARY_MEMORY = 8256
 """The paper's memory budget for binary strings: 128 * 127 / 2 + 128 floats, a Hopfield network's couplings and
 thresholds. An MLPEnergy with hidden 128 and 64 fast units has exactly 64 * 129 = 8256."""
 
+IMAGES_32: dict[str, Any] = {
+    "energy": "conv",
+    "memory": 4 * 1154,
+    "hidden": 256,
+    "hop_dim": 256,
+    "hops": 3,
+    "n_stored": 64,
+    "image_size": 32,
+    "corruption": IMAGE_CORRUPTION,
+    "corrupt_bits": None,
+    "block": None,
+}
+"""32x32 images (Omniglot, CIFAR-10): the paper's convolutional energy at 1154 * 4 floats."""
+
 DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
     "binary": {
         "energy": "mlp",
@@ -72,30 +86,8 @@ DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
         "corrupt_bits": None,
         "block": None,
     },
-    "omniglot": {
-        "energy": "conv",
-        "memory": 4 * 1154,
-        "hidden": 256,
-        "hop_dim": 256,
-        "hops": 3,
-        "n_stored": 64,
-        "image_size": 32,
-        "corruption": IMAGE_CORRUPTION,
-        "corrupt_bits": None,
-        "block": None,
-    },
-    "cifar10": {
-        "energy": "conv",
-        "memory": 4 * 1154,
-        "hidden": 256,
-        "hop_dim": 256,
-        "hops": 3,
-        "n_stored": 64,
-        "image_size": 32,
-        "corruption": IMAGE_CORRUPTION,
-        "corrupt_bits": None,
-        "block": None,
-    },
+    "omniglot": IMAGES_32,
+    "cifar10": IMAGES_32,
 }
 """Per dataset: the energy (MLP for 128-bit strings and 8x8 digits, the paper's convolutional one for 32x32 images),
 the memory budget in floats, widths, N stored per memory in training, and the corruption. Digits stay 8x8 (upscaling

@@ -26,6 +26,7 @@ import yaml
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
+from ebmm_rl.rundir import new_run_dir
 from ebmm_rl.memory import EBMM, GRAD_MODES, meta_train_step
 from ebmm_rl.recall.models import (
     BIT_CORRUPTIONS,
@@ -160,7 +161,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> list[TrainResult]:
     specs = [model_spec(task, config) for config in configs]  # every size is checked before any run starts
     results = []
     for config, spec in zip(configs, specs, strict=True):
-        run_dir = _new_run_dir(Path(settings["run_dir"]), config)
+        run_name = f"recall__{config['dataset']}__{config['model']}__m{config['memory']}__{config['seed']}"
+        run_dir = new_run_dir(Path(settings["run_dir"]), run_name)
         (run_dir / "config.yml").write_text(yaml.safe_dump(config, sort_keys=False))
         (run_dir / "seed").write_text(f"{config['seed']}\n")
         results.append(_train(run_dir, task, config, spec, settings, command, checkpoint=None))
@@ -190,19 +192,6 @@ def _resolve_config(args: argparse.Namespace, memory: int) -> dict[str, Any]:
         if config[key] < 1:
             raise UsageError(f"--{key.replace('_', '-')} must be >= 1, got {config[key]}")
     return config
-
-
-def _new_run_dir(parent: Path, config: dict[str, Any]) -> Path:
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    name = f"recall__{config['dataset']}__{config['model']}__m{config['memory']}__{config['seed']}__{stamp}"
-    for attempt in range(1, 1000):
-        run_dir = parent / (name if attempt == 1 else f"{name}-{attempt}")
-        try:
-            run_dir.mkdir(parents=True)
-        except FileExistsError:
-            continue
-        return run_dir
-    raise FileExistsError(f"could not create a new run directory like {parent / name}; clean up {parent}")
 
 
 def _resume(args: argparse.Namespace, settings: dict[str, Any], command: str) -> TrainResult:
