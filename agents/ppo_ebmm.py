@@ -55,12 +55,8 @@ class EBMMPPO(PPO):
                 self.policy.optimizer.step()
                 losses.append(loss.item())
             self.logger.record("memory/reconstruction_loss", float(np.mean(losses)))
-        self.logger.record("memory/write_step_size", memory.write_lr.mean().item())
-        self.logger.record("memory/stream_step_size", memory.stream_lr.mean().item())
-        self.logger.record("memory/read_step_size", memory.read_lr[0].item())
-        self.logger.record("memory/alpha", memory.alpha.item())
-        self.logger.record("memory/beta", memory.beta.item())
-        self.logger.record("memory/momentum", memory.momentum.item())
+        for key, value in memory.parameter_summary().items():
+            self.logger.record(f"memory/{key}", value)
 
 
 AGENT = Agent(

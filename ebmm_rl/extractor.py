@@ -58,6 +58,46 @@ class ObservationEncoder(nn.Module):
         return self.mlp(torch.cat([cells.flatten(-3), heading], dim=-1))
 
 
+def symbolic_index_high(image_space: spaces.Box) -> tuple[int, int, int]:
+    """Largest (object, colour, state) index of a MiniGrid symbolic image space ``[H, W, 3]``."""
+    index_high = tuple(int(high) for high in image_space.high.reshape(-1, 3).max(axis=0))
+    if max(index_high) > 255:
+        raise ValueError(f"image must hold MiniGrid symbolic indices, got upper bounds {index_high}")
+    return index_high
+
+
+def heading_index(direction: Tensor) -> Tensor:
+    """The heading 0..3 from SB3's one-hot encoding of MiniGrid's Discrete(4) ``direction``, ``[batch, 4]`` -> ``[batch]``."""
+    return direction.reshape(direction.shape[0], 4).argmax(dim=-1)
+
+
+class MiniGridEncoder(BaseFeaturesExtractor):
+    """Features of a MiniGrid observation: :class:`ObservationEncoder` of its symbolic view and heading, in ``[-1, 1]``.
+
+    :param observation_space: a Dict with ``image`` (symbolic, see :class:`envs.SymbolicImage`) and ``direction``
+    :param features_dim: size of the output features
+    :param embedding_dim: size of a cell's embedding
+    :param hidden: width of the encoder's MLP
+    """
+
+    def __init__(self, observation_space: spaces.Dict, features_dim: int = 32, embedding_dim: int = 8, hidden: int = 64):
+        keys = observation_space.spaces if isinstance(observation_space, spaces.Dict) else {}
+        if "image" not in keys or "direction" not in keys:
+            raise ValueError(
+                f"MiniGridEncoder needs a Dict observation with 'image' and 'direction', got {observation_space}; "
+                "wrap a MiniGrid env with envs.make_env(env_id)"
+            )
+        super().__init__(observation_space, features_dim)
+        image_space = observation_space["image"]
+        self.encoder = ObservationEncoder(
+            image_space.shape, symbolic_index_high(image_space), features_dim, embedding_dim, hidden
+        )
+
+    def forward(self, observations: dict[str, Tensor]) -> Tensor:
+        """:return: ``[batch, features_dim]``"""
+        return self.encoder(observations["image"], heading_index(observations["direction"]))
+
+
 class EBMMExtractor(BaseFeaturesExtractor):
     """Features = the current observation's encoding and what an EBMM of the episode's recent observations returns.
 
@@ -115,9 +155,7 @@ class EBMMExtractor(BaseFeaturesExtractor):
         if n_queries < 1:
             raise ValueError(f"n_queries must be >= 1, got {n_queries}")
         image_space = observation_space["image"]
-        index_high = tuple(int(high) for high in image_space.high.reshape(-1, 3).max(axis=0))
-        if max(index_high) > 255:
-            raise ValueError(f"image must hold MiniGrid symbolic indices, got upper bounds {index_high}")
+        index_high = symbolic_index_high(image_space)
         self.write = write
         self.n_queries = n_queries
         self.pattern_dim = pattern_dim
@@ -162,8 +200,7 @@ class EBMMExtractor(BaseFeaturesExtractor):
     def forward(self, observations: dict[str, Tensor]) -> Tensor:
         """:return: features ``[batch, features_dim]``"""
         image = observations["image"]  # [batch, H, W, 3]
-        heading = observations["direction"].reshape(image.shape[0], 4).argmax(dim=-1)  # SB3 one-hot -> [batch]
-        current = self.encoder(image, heading)  # [batch, pattern_dim]
+        current = self.encoder(image, heading_index(observations["direction"]))  # [batch, pattern_dim]
         patterns, mask = self.encode_window(observations)  # [batch, window, pattern_dim], [batch, window]
         state = self.write_window(patterns, mask)
         queries = self.query(current).reshape(-1, self.n_queries, self.pattern_dim)  # [batch, n_queries, pattern_dim]

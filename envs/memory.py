@@ -59,7 +59,12 @@ is truncated after ``max_steps`` steps.
   :class:`envs.wrappers.CueOracle` should reach >= 95% success within about 1M steps).
 - ``EBMM-MemoryLong-v0``: :class:`CueStartMemoryEnv` with ``corridor_length=200`` and a 3x3 view: at least 204 steps
   between seeing the cue and reaching the junction. Set the delay with ``gymnasium.make("EBMM-MemoryLong-v0",
-  corridor_length=...)``.
+  corridor_length=...)``. Reward comes only at the junction, so random exploration of the hallway rarely gets there.
+- ``EBMM-MemoryDelay-v0``: the same layout with ``conveyor=True``: in the hallway every action carries the agent one
+  cell east, so every episode spends exactly ``corridor_length`` (200) steps there, seeing the same walls, between the
+  cue and the junction. The delay is certain and costs no exploration: the task isolates remembering over hundreds of
+  steps (a T-maze with a long corridor, as in Bakker, NeurIPS 2001). The shortest solution takes 207 steps and
+  ``max_steps`` is 414, twice that.
 
 Every registered id also has a version-less CLI alias (``EBMM-MemoryShort`` -> ``EBMM-MemoryShort-v0``), see
 :data:`ENV_ALIASES`.
@@ -71,6 +76,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+from minigrid.core.actions import Actions
 from minigrid.core.mission import MissionSpace
 from minigrid.envs import MemoryEnv
 from minigrid.minigrid_env import MiniGridEnv
@@ -102,6 +108,10 @@ MEMORY_ENV_SPECS: dict[str, tuple[str, dict[str, Any]]] = {
     "EBMM-MemoryS7View3-v0": (MEMORY_ENTRY_POINT, {"size": 7, "agent_view_size": 3}),
     "EBMM-MemoryShort-v0": (CUE_START_ENTRY_POINT, {"corridor_length": 0, "agent_view_size": 3, "max_steps": 56}),
     "EBMM-MemoryLong-v0": (CUE_START_ENTRY_POINT, {"corridor_length": 200, "agent_view_size": 3}),
+    "EBMM-MemoryDelay-v0": (
+        CUE_START_ENTRY_POINT,
+        {"corridor_length": 200, "agent_view_size": 3, "conveyor": True, "max_steps": 414},
+    ),
 }
 
 ENV_ALIASES: dict[str, str] = {env_id.removesuffix("-v0"): env_id for env_id in MEMORY_ENV_SPECS}
@@ -140,13 +150,17 @@ class CueStartMemoryEnv(MemoryEnv):
         cue and choosing grows one step per cell. 0 gives a 7x7 grid.
     :param max_steps: episode length limit; ``None`` gives 8 times the shortest solution, so random exploration ends
         quickly on short corridors.
+    :param conveyor: in the hallway (``x = 4..corridor_length + 4`` of the middle row) every action turns the agent
+        east and moves it one cell forward, so the hallway takes exactly ``corridor_length + 1`` steps whatever the
+        policy does: a fixed delay between cue and choice that needs no exploration.
     :param kwargs: passed to :class:`~minigrid.minigrid_env.MiniGridEnv` (``agent_view_size``, ``render_mode``, ...).
     """
 
-    def __init__(self, corridor_length: int = 0, max_steps: int | None = None, **kwargs: Any):
+    def __init__(self, corridor_length: int = 0, max_steps: int | None = None, conveyor: bool = False, **kwargs: Any):
         if corridor_length < 0:
             raise ValueError(f"corridor_length must be >= 0 (0 gives a 7x7 grid), got {corridor_length}")
         self.corridor_length = corridor_length
+        self.conveyor = conveyor
         self.size = corridor_length + CUE_START_HEIGHT
         self.random_length = False
         if max_steps is None:
@@ -171,3 +185,14 @@ class CueStartMemoryEnv(MemoryEnv):
         super()._gen_grid(width, height)
         self.agent_pos = np.array((1, height // 2))
         self.agent_dir = 3  # north: the cue at (1, height // 2 - 1) is the cell in front of the agent
+
+    def in_hallway(self) -> bool:
+        """Whether the agent is in the horizontal hallway between the start room and the junction."""
+        x, y = self.agent_pos
+        return y == self.height // 2 and 4 <= x <= self.corridor_length + 4
+
+    def step(self, action: int):
+        if self.conveyor and self.in_hallway():
+            self.agent_dir = 0  # east
+            action = Actions.forward
+        return super().step(action)

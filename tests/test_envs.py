@@ -157,7 +157,10 @@ def test_episodic_window_wraps_any_minigrid_dict_env():
     assert observation["window_mask"].tolist() == [0.0, 1.0]
 
 
-@pytest.mark.parametrize(("env_id", "corridor_length"), [("EBMM-MemoryShort-v0", 0), ("EBMM-MemoryLong-v0", 200)])
+@pytest.mark.parametrize(
+    ("env_id", "corridor_length"),
+    [("EBMM-MemoryShort-v0", 0), ("EBMM-MemoryLong-v0", 200), ("EBMM-MemoryDelay-v0", 200)],
+)
 def test_cue_oracle_solves_cue_start_task(env_id: str, corridor_length: int):
     for seed in range(4):
         env = make_env(env_id, oracle=True)
@@ -173,6 +176,23 @@ def test_cue_oracle_solves_cue_start_task(env_id: str, corridor_length: int):
             observation, reward, terminated, truncated, _ = env.step(action)
             assert terminated == (step == len(actions) - 1) and not truncated
         assert reward > 0.0
+
+
+def test_conveyor_carries_the_agent_through_the_hallway_whatever_it_does():
+    env = make_env("EBMM-MemoryDelay-v0", corridor_length=30)
+    memory_env = env.unwrapped
+    env.reset(seed=0)
+    for action in (Actions.right, Actions.forward, Actions.forward, Actions.forward):  # into the hallway at x = 4
+        env.step(action)
+    assert memory_env.in_hallway() and memory_env.agent_pos[0] == 4
+    rng = np.random.default_rng(0)
+    for step in range(31):
+        _, _, terminated, truncated, _ = env.step(int(rng.integers(3)))  # any action moves the agent one cell east
+        assert not (terminated or truncated)
+        assert tuple(memory_env.agent_pos) == (5 + step, 3)
+    assert not memory_env.in_hallway()  # at the junction the agent acts freely again
+    env.step(Actions.left)
+    assert memory_env.agent_dir == 3 and tuple(memory_env.agent_pos) == (35, 3)
 
 
 def test_cue_oracle_is_unknown_until_the_cue_is_seen():

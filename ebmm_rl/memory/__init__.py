@@ -2,6 +2,7 @@
 
 from ebmm_rl.memory.corruption import add_noise, block_occlude, flip_bits
 from ebmm_rl.memory.ebmm import EBMM, GRAD_MODES, MemoryState
+from ebmm_rl.memory.recurrent import EBMMCell
 from ebmm_rl.memory.energy import ConvEnergy, EnergyNet, FastLayer, GatedHops, MLPEnergy
 from ebmm_rl.memory.training import make_optimizer, meta_train_step
 
@@ -9,6 +10,7 @@ __all__ = [
     "EBMM",
     "GRAD_MODES",
     "ConvEnergy",
+    "EBMMCell",
     "EnergyNet",
     "FastLayer",
     "GatedHops",

@@ -159,6 +159,18 @@ class EBMM(nn.Module):
         decay = torch.sigmoid(self.read_decay_logits)
         return first * torch.cat([first.new_ones(1), torch.cumprod(decay, dim=0)])
 
+    def parameter_summary(self) -> dict[str, float]:
+        """The meta-learned scalars worth watching while training: mean write step sizes, the first read step size,
+        alpha, beta and the read momentum."""
+        return {
+            "write_step_size": self.write_lr.mean().item(),
+            "stream_step_size": self.stream_lr.mean().item(),
+            "read_step_size": self.read_lr[0].item(),
+            "alpha": self.alpha.item(),
+            "beta": self.beta.item(),
+            "momentum": self.momentum.item(),
+        }
+
     # ------------------------------------------------------------------ public API
     def init_state(self, batch_size: int) -> MemoryState:
         """Empty memories: every row starts at the learned theta_bar.

@@ -1,0 +1,255 @@
+"""The online EBMM as the recurrent state of an sb3-contrib ``RecurrentPPO`` policy: :class:`EBMMRecurrentPolicy`.
+
+Bartunov et al., "Meta-Learning Deep Energy-Based Memory Models", ICLR 2020, with the streaming write
+(:class:`ebmm_rl.memory.EBMMCell`) carried across environment steps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from gymnasium import spaces
+from sb3_contrib.common.recurrent.policies import RecurrentActorCriticPolicy
+from sb3_contrib.common.recurrent.type_aliases import RNNStates
+from stable_baselines3.common.distributions import Distribution
+from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+from stable_baselines3.common.type_aliases import Schedule
+from torch import Tensor, nn
+
+from ebmm_rl.extractor import MiniGridEncoder
+from ebmm_rl.memory import EBMM, EBMMCell, MemoryState, MLPEnergy, add_noise
+
+RecurrentState = tuple[Tensor, Tensor]
+"""sb3-contrib's (hidden, cell) pair, each ``[1, batch, state_half]``."""
+
+
+@dataclass(frozen=True)
+class StateLayout:
+    """What ``RecurrentPPO`` reads from ``policy.lstm_actor`` to size its state buffers: ``(num_layers, n_envs,
+    hidden_size)`` per tensor of the (hidden, cell) pair."""
+
+    num_layers: int
+    hidden_size: int
+
+
+class EBMMRecurrentPolicy(RecurrentActorCriticPolicy):
+    """Actor-critic policy whose recurrent state is an EBMM's fast weights, for sb3-contrib's ``RecurrentPPO``.
+
+    At every step each environment's observation is encoded (``features_extractor_class``, by default
+    :class:`~ebmm_rl.extractor.MiniGridEncoder`) and projected to a pattern in ``(-1, 1)^pattern_dim``; an
+    :class:`~ebmm_rl.memory.EBMMCell` resets the memory of environments whose episode starts (to the learned theta_bar),
+    writes the pattern with one streaming write and reads with queries computed from it. The pattern and the
+    retrievals feed the actor and critic MLPs (``net_arch``). Work per step does not grow with the episode's length.
+
+    The state RecurrentPPO stores is only the fast weights, as their offset from theta_bar (so that sb3-contrib's
+    all-zero initial state and its ``(1 - episode_start)`` masking both mean "reset to theta_bar"): the offset, padded
+    to an even length, is split into the (hidden, cell) pair, each ``[1, n_envs, ceil(memory_size / 2)]``. Actor and
+    critic share the memory, so the rollout buffer keeps it twice per step: ``2 * memory_size * 4`` bytes per env step.
+
+    Rollouts run under ``torch.no_grad``; the memory still takes the write's and read's inner gradients
+    (:class:`~ebmm_rl.memory.EBMM` does so with its own ``enable_grad``). Training replays each stored sequence from
+    its stored first state, so the PPO loss reaches the memory through every write and read inside the sequence.
+
+    :param pattern_dim: size of a stored pattern
+    :param memory_hidden: encoder width of the energy network (input of its fast layer)
+    :param fast_units: outputs of the energy's fast layer; memory size = ``fast_units * (memory_hidden + 1)``
+    :param hops: gated hops of the energy
+    :param hop_dim: width of the energy's hops
+    :param stream_steps: gradient steps of each step's streaming write
+    :param read_steps: gradient steps of each read
+    :param n_queries: reads per step
+    :param grad_mode: "first_order" (the write's inner gradients are constants) or "second_order" through the memory
+        while training
+    :param beta_init: initial weight of the writing loss's prior term, which pulls the weights back to theta_bar at
+        every write and so sets how fast old patterns are forgotten
+    :param memory_noise_std: std of the Gaussian noise that turns stored patterns into queries in :meth:`memory_loss`
+    The other parameters are :class:`~stable_baselines3.common.policies.ActorCriticPolicy`'s.
+    """
+
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        lr_schedule: Schedule,
+        net_arch: list[int] | dict[str, list[int]] | None = None,
+        activation_fn: type[nn.Module] = nn.Tanh,
+        ortho_init: bool = True,
+        use_sde: bool = False,
+        log_std_init: float = 0.0,
+        full_std: bool = True,
+        use_expln: bool = False,
+        squash_output: bool = False,
+        features_extractor_class: type[BaseFeaturesExtractor] = MiniGridEncoder,
+        features_extractor_kwargs: dict[str, Any] | None = None,
+        normalize_images: bool = True,
+        optimizer_class: type[torch.optim.Optimizer] = torch.optim.Adam,
+        optimizer_kwargs: dict[str, Any] | None = None,
+        pattern_dim: int = 32,
+        memory_hidden: int = 64,
+        fast_units: int = 16,
+        hops: int = 2,
+        hop_dim: int = 64,
+        stream_steps: int = 1,
+        read_steps: int = 3,
+        n_queries: int = 1,
+        grad_mode: str = "first_order",
+        beta_init: float = 1e-4,
+        memory_noise_std: float = 0.5,
+    ) -> None:
+        if grad_mode not in ("second_order", "first_order"):
+            raise ValueError(f"grad_mode must be 'second_order' or 'first_order', got {grad_mode!r}")
+        self.memory_kwargs = dict(
+            pattern_dim=pattern_dim,
+            memory_hidden=memory_hidden,
+            fast_units=fast_units,
+            hops=hops,
+            hop_dim=hop_dim,
+            stream_steps=stream_steps,
+            read_steps=read_steps,
+            n_queries=n_queries,
+            grad_mode=grad_mode,
+            beta_init=beta_init,
+            memory_noise_std=memory_noise_std,
+        )
+        self.memory_noise_std = memory_noise_std
+        # The actor and critic MLPs (built by ActorCriticPolicy.__init__) read the cell's output.
+        self.lstm_output_dim = pattern_dim * (1 + n_queries)
+        # RecurrentActorCriticPolicy.__init__ would build LSTMs: its parent builds everything but the recurrence.
+        ActorCriticPolicy.__init__(
+            self,
+            observation_space,
+            action_space,
+            lr_schedule,
+            net_arch,
+            activation_fn,
+            ortho_init,
+            use_sde,
+            log_std_init,
+            full_std,
+            use_expln,
+            squash_output,
+            features_extractor_class,
+            features_extractor_kwargs,
+            share_features_extractor=True,
+            normalize_images=normalize_images,
+            optimizer_class=optimizer_class,
+            optimizer_kwargs=optimizer_kwargs,
+        )
+        self.pattern_head = nn.Sequential(nn.Linear(self.features_dim, pattern_dim), nn.Tanh())
+        energy = MLPEnergy(pattern_dim, hidden=memory_hidden, fast_units=fast_units, hops=hops, hop_dim=hop_dim)
+        memory = EBMM(
+            energy,
+            read_steps=read_steps,
+            stream_steps=stream_steps,
+            projection=(-1.0, 1.0),
+            grad_mode=grad_mode,
+            beta_init=beta_init,
+        )
+        self.memory_cell = EBMMCell(memory, n_queries=n_queries)
+        self.state_half = (memory.memory_size + 1) // 2
+        self.lstm_actor = StateLayout(num_layers=1, hidden_size=self.state_half)
+        self.lstm_critic = None
+        self.shared_lstm = True
+        self.enable_critic_lstm = False
+        self.lstm_hidden_state_shape = (1, 1, self.state_half)
+        # Built again now that the memory exists (as RecurrentActorCriticPolicy does after adding its LSTMs).
+        self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)
+
+    @property
+    def memory(self) -> EBMM:
+        return self.memory_cell.memory
+
+    @property
+    def memory_size(self) -> int:
+        """Floats in one environment's memory."""
+        return self.memory.memory_size
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        data.pop("share_features_extractor", None)
+        return {**data, **self.memory_kwargs}
+
+    # ------------------------------------------------------------------ state conversion
+    def to_memory_state(self, states: RecurrentState) -> MemoryState:
+        """sb3-contrib's (hidden, cell) pair ``[1, batch, state_half]`` each -> the memories ``[batch, memory_size]``."""
+        hidden, cell = states
+        offset = torch.cat([hidden[0], cell[0]], dim=-1)[:, : self.memory_size]  # [batch, memory_size]
+        return MemoryState(self.memory.theta_bar + offset)
+
+    def to_recurrent_state(self, state: MemoryState) -> RecurrentState:
+        """The memories ``[batch, memory_size]`` -> sb3-contrib's (hidden, cell) pair ``[1, batch, state_half]`` each."""
+        offset = state.weights - self.memory.theta_bar  # [batch, memory_size]
+        offset = nn.functional.pad(offset, (0, 2 * self.state_half - self.memory_size))  # [batch, 2 * state_half]
+        hidden, cell = offset.reshape(offset.shape[0], 2, self.state_half).unbind(dim=1)  # [batch, state_half] each
+        return hidden[None], cell[None]
+
+    # ------------------------------------------------------------------ the recurrence
+    def _process_memory(
+        self, features: Tensor, states: RecurrentState, episode_starts: Tensor
+    ) -> tuple[Tensor, RecurrentState]:
+        """Run the memory over each sequence.
+
+        :param features: ``[n_seq * time, features_dim]``, sequence-major (as RecurrentPPO lays out a minibatch;
+            time is 1 when acting)
+        :param states: the (hidden, cell) pair at each sequence's start, ``[1, n_seq, state_half]`` each
+        :param episode_starts: ``[n_seq * time]``
+        :return: latent ``[n_seq * time, lstm_output_dim]`` and the states after each sequence
+        """
+        n_seq = states[0].shape[1]
+        patterns = self.pattern_head(features)  # [n_seq * time, pattern_dim]
+        patterns = patterns.reshape(n_seq, -1, patterns.shape[-1]).swapaxes(0, 1)  # [time, n_seq, pattern_dim]
+        starts = episode_starts.reshape(n_seq, -1).swapaxes(0, 1) > 0.5  # [time, n_seq]
+        outputs, state = self.memory_cell.forward_sequence(patterns, self.to_memory_state(states), starts)
+        latent = outputs.swapaxes(0, 1).flatten(0, 1)  # [time, n_seq, out] -> [n_seq * time, out]
+        return latent, self.to_recurrent_state(state)
+
+    def forward(
+        self, obs: Tensor, lstm_states: RNNStates, episode_starts: Tensor, deterministic: bool = False
+    ) -> tuple[Tensor, Tensor, Tensor, RNNStates]:
+        latent, states = self._process_memory(self.extract_features(obs), lstm_states.pi, episode_starts)
+        values = self.value_net(self.mlp_extractor.forward_critic(latent))
+        distribution = self._get_action_dist_from_latent(self.mlp_extractor.forward_actor(latent))
+        actions = distribution.get_actions(deterministic=deterministic)
+        log_prob = distribution.log_prob(actions)
+        actions = actions.reshape((-1, *self.action_space.shape))
+        return actions, values, log_prob, RNNStates(states, states)
+
+    def get_distribution(
+        self, obs: Tensor, lstm_states: RecurrentState, episode_starts: Tensor
+    ) -> tuple[Distribution, RecurrentState]:
+        latent, states = self._process_memory(self.extract_features(obs), lstm_states, episode_starts)
+        return self._get_action_dist_from_latent(self.mlp_extractor.forward_actor(latent)), states
+
+    def predict_values(self, obs: Tensor, lstm_states: RecurrentState, episode_starts: Tensor) -> Tensor:
+        latent, _ = self._process_memory(self.extract_features(obs), lstm_states, episode_starts)
+        return self.value_net(self.mlp_extractor.forward_critic(latent))
+
+    def evaluate_actions(
+        self, obs: Tensor, actions: Tensor, lstm_states: RNNStates, episode_starts: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        latent, _ = self._process_memory(self.extract_features(obs), lstm_states.pi, episode_starts)
+        distribution = self._get_action_dist_from_latent(self.mlp_extractor.forward_actor(latent))
+        values = self.value_net(self.mlp_extractor.forward_critic(latent))
+        return values, distribution.log_prob(actions), distribution.entropy()
+
+    # ------------------------------------------------------------------ the memory's own objective
+    def memory_loss(self, obs: Tensor, mask: Tensor, n_seq: int) -> Tensor:
+        """The EBMM objective on the agent's own sequences: stream each sequence's patterns into a fresh memory, read
+        noisy copies of them, and score the reconstruction (sum over read steps of the mean squared error of valid
+        steps).
+
+        Patterns are detached: this loss trains the memory to store what the encoder produces, and must not teach the
+        encoder to make patterns trivially easy to store (e.g. all equal).
+
+        :param obs: a RecurrentPPO minibatch's observations, ``n_seq * time`` of them, sequence-major
+        :param mask: ``[n_seq * time]``, 1 for real steps, 0 for padding
+        :param n_seq: number of sequences in the minibatch
+        """
+        patterns = self.pattern_head(self.extract_features(obs)).detach()  # [n_seq * time, pattern_dim]
+        patterns = patterns.reshape(n_seq, -1, patterns.shape[-1])  # [n_seq, time, pattern_dim]
+        valid = mask.reshape(n_seq, -1) > 0.5  # [n_seq, time]
+        queries = add_noise(patterns, self.memory_noise_std)
+        return self.memory.meta_loss(patterns, queries, write="stream", mask=valid)
