@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ebmm_rl.memory import EBMM, ConvEnergy, MemoryState, MLPEnergy
+from ebmm_rl.memory import EBMM, ConvEnergy, EBMMCell, MemoryState, MLPEnergy
 
 if TYPE_CHECKING:
     from ebmm_rl.extractor import EBMMExtractor
+    from ebmm_rl.recurrent import EBMMRecurrentPolicy
 
 __version__ = "0.1.0"
 
-__all__ = ["EBMM", "ConvEnergy", "EBMMExtractor", "MLPEnergy", "MemoryState", "__version__"]
+__all__ = ["EBMM", "ConvEnergy", "EBMMCell", "EBMMExtractor", "EBMMRecurrentPolicy", "MLPEnergy", "MemoryState", "__version__"]
 
 
 def __getattr__(name: str) -> object:
@@ -20,4 +21,8 @@ def __getattr__(name: str) -> object:
         from ebmm_rl.extractor import EBMMExtractor
 
         return EBMMExtractor
+    if name == "EBMMRecurrentPolicy":
+        from ebmm_rl.recurrent import EBMMRecurrentPolicy
+
+        return EBMMRecurrentPolicy
     raise AttributeError(f"module 'ebmm_rl' has no attribute {name!r}")
