@@ -7,30 +7,22 @@ extractor writes them into a fresh EBMM per environment and reads it with querie
 
 from __future__ import annotations
 
-import numpy as np
-import torch
 from stable_baselines3 import PPO
+from torch import Tensor
 
 from agents import Agent
 from ebmm_rl.extractor import EBMMExtractor
+from ebmm_rl.memory import EBMM
+from ebmm_rl.objective import MemoryObjectiveMixin
 
 
-class EBMMPPO(PPO):
-    """PPO whose policy holds an :class:`~ebmm_rl.extractor.EBMMExtractor`, with the memory's own objective added.
-
-    After PPO's update on each rollout, one epoch of minibatches of the rollout's observations trains the memory on
-    its reconstruction objective (:meth:`EBMMExtractor.memory_loss`), scaled by ``memory_loss_weight``, with the
-    policy's optimiser and gradient clipping. The RL loss already trains the memory end to end through the read and
-    the write; this objective keeps it an associative memory. Logged under ``memory/``.
+class EBMMPPO(MemoryObjectiveMixin, PPO):
+    """PPO whose policy holds an :class:`~ebmm_rl.extractor.EBMMExtractor`, with the memory's own objective
+    (:meth:`EBMMExtractor.memory_loss` on the rollout's windows) added after each update; see
+    :class:`~ebmm_rl.objective.MemoryObjectiveMixin`.
 
     :param memory_loss_weight: weight of the memory objective; 0 turns it off
     """
-
-    def __init__(self, *args, memory_loss_weight: float = 1.0, **kwargs) -> None:
-        if memory_loss_weight < 0:
-            raise ValueError(f"memory_loss_weight must be >= 0, got {memory_loss_weight}")
-        self.memory_loss_weight = memory_loss_weight
-        super().__init__(*args, **kwargs)
 
     def _setup_model(self) -> None:
         super()._setup_model()
@@ -40,23 +32,12 @@ class EBMMPPO(PPO):
                 f"{type(self.policy.features_extractor).__name__}"
             )
 
-    def train(self) -> None:
-        super().train()
-        extractor = self.policy.features_extractor
-        memory = extractor.memory
-        losses = []
-        if self.memory_loss_weight > 0:
-            self.policy.set_training_mode(True)
-            for rollout_data in self.rollout_buffer.get(self.batch_size):
-                loss = extractor.memory_loss(rollout_data.observations)
-                self.policy.optimizer.zero_grad()
-                (self.memory_loss_weight * loss).backward()
-                torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
-                self.policy.optimizer.step()
-                losses.append(loss.item())
-            self.logger.record("memory/reconstruction_loss", float(np.mean(losses)))
-        for key, value in memory.parameter_summary().items():
-            self.logger.record(f"memory/{key}", value)
+    @property
+    def memory(self) -> EBMM:
+        return self.policy.features_extractor.memory
+
+    def memory_loss(self, rollout_data) -> Tensor:
+        return self.policy.features_extractor.memory_loss(rollout_data.observations)
 
 
 AGENT = Agent(
