@@ -21,7 +21,7 @@ from stable_baselines3.common.evaluation import evaluate_policy
 import envs
 from agents import Agent, get_agent
 from ebmm_rl.callbacks import latest_checkpoint
-from ebmm_rl.config import load_yaml
+from ebmm_rl.config import load_yaml, parse_override
 from ebmm_rl.train import ARGS_FILE, CHECKPOINT_DIR, CONFIG_FILE, EVAL_SEED_OFFSET, FINAL_MODEL, make_vec_env
 
 PROGRAM = "python -m ebmm_rl.evaluate"
@@ -129,6 +129,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--episodes", type=int, default=100, help="episodes to evaluate (default 100)")
     parser.add_argument("--deterministic", action="store_true", help="act greedily (default: sample actions)")
     parser.add_argument("--env", help="evaluate on another env id or alias (default: the run's env)")
+    parser.add_argument(
+        "--env-kwargs",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="change one of the env's keyword arguments (repeatable), e.g. corridor_length=200 to test at another delay",
+    )
     parser.add_argument("--seed", type=int, help="seed of the evaluation envs (default: the run's evaluation seed)")
     parser.add_argument("--n-envs", type=int, default=8, help="parallel evaluation envs (default 8)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="torch device (default auto)")
@@ -148,6 +155,7 @@ def main(argv: list[str] | None = None) -> EvalResult:
         raise ValueError("--episodes, --n-envs and --gif-episodes must be >= 1.")
     agent, settings, config, model, model_path = load_run(args.run_dir, args.device)
     env_id = envs.resolve_env_id(args.env or settings["env"])
+    config = {**config, "env_kwargs": {**config.get("env_kwargs", {}), **dict(map(parse_override, args.env_kwargs))}}
     seed = settings["seed"] + EVAL_SEED_OFFSET if args.seed is None else args.seed
     eval_env = make_vec_env(agent, env_id, config, min(args.n_envs, args.episodes), seed)
     try:

@@ -183,3 +183,11 @@ def test_steps_to_threshold():
     rows = [{"timesteps": float(steps), "success_rate": rate} for steps, rate in ((10, 0.5), (20, 0.96), (30, 1.0))]
     assert benchmark.steps_to_threshold(rows, 0.95) == 20
     assert benchmark.steps_to_threshold(rows[:1], 0.95) is None
+
+
+def test_evaluate_env_kwargs_change_the_task(trained_run):
+    # The shortest solution takes 7 steps: with max_steps=3 no episode can succeed, and none lasts longer than 3.
+    result = evaluate.main([str(trained_run.run_dir), "--episodes", "4", "--env-kwargs", "max_steps=3"])
+    assert result.mean_ep_length <= 3 and result.success_rate == 0.0
+    with pytest.raises(ValueError, match="write key=value"):
+        evaluate.main([str(trained_run.run_dir), "--episodes", "1", "--env-kwargs", "max_steps"])
