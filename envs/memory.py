@@ -60,11 +60,13 @@ is truncated after ``max_steps`` steps.
 - ``EBMM-MemoryLong-v0``: :class:`CueStartMemoryEnv` with ``corridor_length=200`` and a 3x3 view: at least 204 steps
   between seeing the cue and reaching the junction. Set the delay with ``gymnasium.make("EBMM-MemoryLong-v0",
   corridor_length=...)``. Reward comes only at the junction, so random exploration of the hallway rarely gets there.
-- ``EBMM-MemoryDelay-v0``: the same layout with ``conveyor=True``: in the hallway every action carries the agent one
-  cell east, so every episode spends exactly ``corridor_length`` (200) steps there, seeing the same walls, between the
-  cue and the junction. The delay is certain and costs no exploration: the task isolates remembering over hundreds of
-  steps (a T-maze with a long corridor, as in Bakker, NeurIPS 2001). The shortest solution takes 207 steps and
-  ``max_steps`` is 414, twice that.
+- ``EBMM-MemoryDelay-v0``: the long-horizon T-maze. The same layout with ``conveyor=True`` and ``fixed_layout=True``:
+  in the hallway every action carries the agent one cell east, so every episode spends exactly ``corridor_length + 1``
+  (201) steps there, seeing the same walls, between the cue and the junction; and the key is always north, the ball
+  always south, so the cue alone says which way to turn (a T-maze with a long corridor, as in Bakker, NeurIPS 2001).
+  The delay is certain and costs no exploration, and the choice needs no look at the objects: the task isolates
+  carrying one bit over hundreds of steps (without it: 50%). The shortest solution takes 207 steps and ``max_steps``
+  is 414, twice that; ``corridor_length=`` sets the delay.
 
 Every registered id also has a version-less CLI alias (``EBMM-MemoryShort`` -> ``EBMM-MemoryShort-v0``), see
 :data:`ENV_ALIASES`.
@@ -78,6 +80,7 @@ import gymnasium as gym
 import numpy as np
 from minigrid.core.actions import Actions
 from minigrid.core.mission import MissionSpace
+from minigrid.core.world_object import Ball, Key
 from minigrid.envs import MemoryEnv
 from minigrid.minigrid_env import MiniGridEnv
 
@@ -110,7 +113,7 @@ MEMORY_ENV_SPECS: dict[str, tuple[str, dict[str, Any]]] = {
     "EBMM-MemoryLong-v0": (CUE_START_ENTRY_POINT, {"corridor_length": 200, "agent_view_size": 3}),
     "EBMM-MemoryDelay-v0": (
         CUE_START_ENTRY_POINT,
-        {"corridor_length": 200, "agent_view_size": 3, "conveyor": True, "max_steps": 414},
+        {"corridor_length": 200, "agent_view_size": 3, "conveyor": True, "fixed_layout": True, "max_steps": 414},
     ),
 }
 
@@ -153,14 +156,24 @@ class CueStartMemoryEnv(MemoryEnv):
     :param conveyor: in the hallway (``x = 4..corridor_length + 4`` of the middle row) every action turns the agent
         east and moves it one cell forward, so the hallway takes exactly ``corridor_length + 1`` steps whatever the
         policy does: a fixed delay between cue and choice that needs no exploration.
+    :param fixed_layout: put the key at the north end of the junction and the ball at the south end in every episode
+        (MemoryEnv shuffles them), so that the cue alone says which way to turn.
     :param kwargs: passed to :class:`~minigrid.minigrid_env.MiniGridEnv` (``agent_view_size``, ``render_mode``, ...).
     """
 
-    def __init__(self, corridor_length: int = 0, max_steps: int | None = None, conveyor: bool = False, **kwargs: Any):
+    def __init__(
+        self,
+        corridor_length: int = 0,
+        max_steps: int | None = None,
+        conveyor: bool = False,
+        fixed_layout: bool = False,
+        **kwargs: Any,
+    ):
         if corridor_length < 0:
             raise ValueError(f"corridor_length must be >= 0 (0 gives a 7x7 grid), got {corridor_length}")
         self.corridor_length = corridor_length
         self.conveyor = conveyor
+        self.fixed_layout = fixed_layout
         self.size = corridor_length + CUE_START_HEIGHT
         self.random_length = False
         if max_steps is None:
@@ -185,6 +198,13 @@ class CueStartMemoryEnv(MemoryEnv):
         super()._gen_grid(width, height)
         self.agent_pos = np.array((1, height // 2))
         self.agent_dir = 3  # north: the cue at (1, height // 2 - 1) is the cell in front of the agent
+        if self.fixed_layout:
+            junction = self.corridor_length + 5
+            self.grid.set(junction, height // 2 - 2, Key("green"))
+            self.grid.set(junction, height // 2 + 2, Ball("green"))
+            north, south = (junction, height // 2 - 1), (junction, height // 2 + 1)
+            cue_is_key = self.grid.get(*cue_position(self)).type == "key"
+            self.success_pos, self.failure_pos = (north, south) if cue_is_key else (south, north)
 
     def in_hallway(self) -> bool:
         """Whether the agent is in the horizontal hallway between the start room and the junction."""

@@ -195,6 +195,22 @@ def test_conveyor_carries_the_agent_through_the_hallway_whatever_it_does():
     assert memory_env.agent_dir == 3 and tuple(memory_env.agent_pos) == (35, 3)
 
 
+def test_delay_task_is_a_t_maze_the_cue_says_which_way_to_turn():
+    cues = set()
+    for seed in range(12):
+        env = make_env("EBMM-MemoryDelay-v0", corridor_length=5)
+        env.reset(seed=seed)
+        memory_env = env.unwrapped
+        junction, middle = memory_env.corridor_length + 5, memory_env.height // 2
+        assert memory_env.grid.get(junction, middle - 2).type == "key"
+        assert memory_env.grid.get(junction, middle + 2).type == "ball"
+        cue = memory_env.grid.get(1, middle - 1).type
+        cues.add(cue)
+        assert cue == matching_object_type(memory_env)
+        assert (memory_env.success_pos[1] < middle) == (cue == "key")
+    assert cues == {"key", "ball"}
+
+
 def test_cue_oracle_is_unknown_until_the_cue_is_seen():
     env = make_env("MiniGrid-MemoryS11-v0", oracle=True, agent_view_size=3)
     # A start facing east one or two cells right of the cue's column: the cue is behind the agent, and turning left
