@@ -20,9 +20,8 @@ from stable_baselines3.common.evaluation import evaluate_policy
 
 import envs
 from agents import Agent, get_agent
-from ebmm_rl.callbacks import latest_checkpoint
 from ebmm_rl.config import load_yaml, parse_override
-from ebmm_rl.train import ARGS_FILE, CHECKPOINT_DIR, CONFIG_FILE, EVAL_SEED_OFFSET, FINAL_MODEL, make_vec_env
+from ebmm_rl.train import ARGS_FILE, CONFIG_FILE, EVAL_SEED_OFFSET, make_vec_env, model_file
 
 PROGRAM = "python -m ebmm_rl.evaluate"
 GIF_FRAME_MS = 150
@@ -69,11 +68,7 @@ def load_run(run_dir: str | Path, device: str = "auto") -> tuple[Agent, dict[str
     settings = load_yaml(run_dir / ARGS_FILE)
     config = load_yaml(run_dir / CONFIG_FILE)
     agent = get_agent(settings["agent"])
-    model_path = run_dir / FINAL_MODEL
-    if not model_path.is_file():
-        model_path = latest_checkpoint(run_dir / CHECKPOINT_DIR)
-        if model_path is None:
-            raise FileNotFoundError(f"{run_dir} holds neither {FINAL_MODEL} nor a checkpoint in {CHECKPOINT_DIR}/.")
+    model_path = model_file(run_dir)
     return agent, settings, config, agent.algorithm.load(model_path, device=device), model_path
 
 

@@ -55,14 +55,26 @@ DEFAULTS: dict[str, Any] = {
     "device": "auto",
     "run_dir": "runs",
     "vec_env": "dummy",
+    "init_from": None,
     "eval_freq": 20_000,
     "eval_episodes": 50,
     "eval_deterministic": False,
     "checkpoint_freq": 100_000,
 }
-SETTINGS = ("agent", "env", "seed", "device", "vec_env", "eval_freq", "eval_episodes", "eval_deterministic", "checkpoint_freq")
+SETTINGS = (
+    "agent",
+    "env",
+    "seed",
+    "device",
+    "vec_env",
+    "eval_freq",
+    "eval_episodes",
+    "eval_deterministic",
+    "checkpoint_freq",
+    "init_from",
+)
 """Run settings saved in ``args.yml``."""
-RESUME_KEEPS = ("env", "agent", "seed", "n_envs", "config", "set", "run_dir")
+RESUME_KEEPS = ("env", "agent", "seed", "n_envs", "config", "set", "run_dir", "init_from")
 """Options a resumed run takes from the run it continues; giving them with ``--resume`` is an error."""
 
 
@@ -129,6 +141,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--run-dir", metavar="DIR", help=f"parent of the run directories (default {DEFAULTS['run_dir']})")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its latest checkpoint")
+    parser.add_argument(
+        "--init-from",
+        metavar="RUN_DIR_OR_ZIP",
+        help="start a new run from another run's trained weights (same agent and architecture): a curriculum step, e.g. "
+        "train on a short delay, then on the long one",
+    )
     parser.add_argument("--eval-freq", type=int, help=f"steps between evaluations, 0: none (default {DEFAULTS['eval_freq']})")
     parser.add_argument("--eval-episodes", type=int, help=f"episodes per evaluation (default {DEFAULTS['eval_episodes']})")
     parser.add_argument(
@@ -140,6 +158,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
+
+
+def model_file(path: str | Path) -> Path:
+    """The model of a run: a ``.zip`` as is, or a run directory's final model, else its latest checkpoint.
+
+    :raises FileNotFoundError: if there is none.
+    """
+    path = Path(path)
+    if path.is_file():
+        return path
+    found = path / FINAL_MODEL if (path / FINAL_MODEL).is_file() else latest_checkpoint(path / CHECKPOINT_DIR)
+    if found is None:
+        raise FileNotFoundError(f"{path} is neither a model .zip nor a run directory holding {FINAL_MODEL} or a checkpoint.")
+    return found
 
 
 def _command_line(argv: list[str]) -> str:
@@ -231,6 +263,16 @@ def main(argv: list[str] | None = None) -> TrainResult:
         model = agent.algorithm(
             env=env, seed=seed, device=settings["device"], tensorboard_log=str(run_dir), **algorithm_kwargs
         )
+        if settings.get("init_from"):
+            source = model_file(settings["init_from"])
+            try:
+                model.set_parameters(str(source), exact_match=True, device=model.device)
+            except (RuntimeError, ValueError) as error:
+                raise ValueError(
+                    f"--init-from {source}: its weights do not fit this run's {agent.name} model ({error}); start from a "
+                    "run of the same agent with the same policy_kwargs (the env's observation space must match too)"
+                ) from None
+            print(f"Initialised from {source}")
     else:
         model = agent.algorithm.load(checkpoint, env=env, device=settings["device"], tensorboard_log=str(run_dir))
         model.set_random_seed(seed + model.num_timesteps)  # new episodes, not a replay of the first ones

@@ -6,6 +6,7 @@ import csv
 import json
 
 import pytest
+import torch
 import yaml
 from PIL import Image
 
@@ -191,3 +192,19 @@ def test_evaluate_env_kwargs_change_the_task(trained_run):
     assert result.mean_ep_length <= 3 and result.success_rate == 0.0
     with pytest.raises(ValueError, match="write key=value"):
         evaluate.main([str(trained_run.run_dir), "--episodes", "1", "--env-kwargs", "max_steps"])
+
+
+def test_init_from_starts_a_new_run_from_another_runs_weights(trained_run, tmp_path):
+    from stable_baselines3 import PPO
+
+    # A learning rate of 0 keeps the weights as loaded, so the new run's model must equal its source's.
+    frozen = ["--set", "learning_rate=0.0", "--run-dir", str(tmp_path), "--seed", "5"]
+    result = train.main([*TINY, *frozen, "--init-from", str(trained_run.run_dir)])
+    source = PPO.load(trained_run.model_path, device="cpu").policy.state_dict()
+    started = PPO.load(result.model_path, device="cpu").policy.state_dict()
+    assert all(torch.equal(source[key], started[key]) for key in source)
+    assert yaml.safe_load((result.run_dir / train.ARGS_FILE).read_text())["init_from"] == str(trained_run.run_dir)
+    fresh = PPO.load(train.main([*TINY, *frozen]).model_path, device="cpu").policy.state_dict()
+    assert not all(torch.equal(source[key], fresh[key]) for key in source)
+    with pytest.raises(ValueError, match="do not fit this run's ppo model"):
+        train.main([*TINY, *frozen, "--set", "policy_kwargs.net_arch=[8]", "--init-from", str(trained_run.model_path)])
