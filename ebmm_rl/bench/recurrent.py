@@ -125,7 +125,7 @@ def plot(per_agent: dict[str, list[float]], path: Path) -> None:
         smoothed = np.convolve(np.asarray(times) * 1e3, np.ones(21) / 21, mode="same")
         axis.plot(steps[10:-10], smoothed[10:-10], label=name)
     axis.set_xlabel("episode step")
-    axis.set_ylabel("ms per predict (running median of 21 ~ mean)")
+    axis.set_ylabel("ms per predict (running mean over 21 steps)")
     axis.set_ylim(bottom=0)
     axis.set_title("Acting cost along one episode (1 env)")
     axis.legend()
