@@ -151,9 +151,6 @@ class EBMMRecurrentPolicy(RecurrentActorCriticPolicy):
         self.memory_cell = EBMMCell(memory, n_queries=n_queries)
         self.state_half = (memory.memory_size + 1) // 2
         self.lstm_actor = StateLayout(num_layers=1, hidden_size=self.state_half)
-        self.lstm_critic = None
-        self.shared_lstm = True
-        self.enable_critic_lstm = False
         self.lstm_hidden_state_shape = (1, 1, self.state_half)
         # Built again now that the memory exists (as RecurrentActorCriticPolicy does after adding its LSTMs).
         self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)

@@ -45,7 +45,7 @@ def model():
 # ---------------------------------------------------------------------------------------------------- EBMMCell
 def test_cell_shapes_and_reset_to_theta_bar():
     cell = make_cell()
-    state = cell.initial_state(3)
+    state = cell.memory.init_state(3)
     assert state.weights.shape == (3, cell.memory.memory_size)
     patterns = torch.rand(4, 3, 6) * 2 - 1
     outputs, state = cell.forward_sequence(patterns, state)
@@ -62,9 +62,9 @@ def test_cell_shapes_and_reset_to_theta_bar():
 def test_cell_episode_start_forgets_the_previous_episode():
     cell = make_cell()
     first, second = torch.rand(2, 1, 6) * 2 - 1
-    _, carried = cell(first, cell.initial_state(1))
+    _, carried = cell(first, cell.memory.init_state(1))
     with_start, _ = cell(second, carried, torch.tensor([True]))
-    fresh, _ = cell(second, cell.initial_state(1))
+    fresh, _ = cell(second, cell.memory.init_state(1))
     without_start, _ = cell(second, carried, torch.tensor([False]))
     torch.testing.assert_close(with_start, fresh)
     assert not torch.allclose(without_start, fresh)
@@ -75,13 +75,13 @@ def test_cell_sequence_equals_steps_and_memories_are_independent():
     patterns = torch.rand(5, 3, 6) * 2 - 1
     starts = torch.zeros(5, 3, dtype=torch.bool)
     starts[2, 1] = True
-    outputs, final = cell.forward_sequence(patterns, cell.initial_state(3), starts)
-    state = cell.initial_state(3)
+    outputs, final = cell.forward_sequence(patterns, cell.memory.init_state(3), starts)
+    state = cell.memory.init_state(3)
     for step in range(5):
         output, state = cell(patterns[step], state, starts[step])
         torch.testing.assert_close(output, outputs[step])
     torch.testing.assert_close(state.weights, final.weights)
-    alone, _ = cell.forward_sequence(patterns[:, :1], cell.initial_state(1), starts[:, :1])
+    alone, _ = cell.forward_sequence(patterns[:, :1], cell.memory.init_state(1), starts[:, :1])
     torch.testing.assert_close(alone[:, 0], outputs[:, 0])
 
 
@@ -94,9 +94,9 @@ def test_cell_rejects_a_memory_without_the_tanh_box():
 def test_cell_acting_without_graph_matches_training_values():
     cell = make_cell()
     patterns = torch.rand(3, 2, 6) * 2 - 1
-    tracked, _ = cell.forward_sequence(patterns, cell.initial_state(2))
+    tracked, _ = cell.forward_sequence(patterns, cell.memory.init_state(2))
     with torch.no_grad():
-        acting, _ = cell.forward_sequence(patterns, cell.initial_state(2))
+        acting, _ = cell.forward_sequence(patterns, cell.memory.init_state(2))
     assert tracked.requires_grad and not acting.requires_grad
     torch.testing.assert_close(acting, tracked.detach())
 

@@ -41,10 +41,6 @@ class EBMMCell(nn.Module):
         """Size of one step's output: the pattern and what each query retrieved."""
         return self.memory.dim * (1 + self.n_queries)
 
-    def initial_state(self, batch_size: int) -> MemoryState:
-        """Empty memories at the learned theta_bar, ``[batch_size, memory_size]``."""
-        return self.memory.init_state(batch_size)
-
     def reset(self, state: MemoryState, episode_start: Tensor) -> MemoryState:
         """Empty the memories of environments whose episode starts now.
 
