@@ -5,7 +5,8 @@ directories go to ``--run-dir``). From the runs' periodic evaluations it writes,
 
 - ``evaluations.csv``: agent, env, seed, timesteps, success_rate, mean_reward, fps, one row per evaluation;
 - ``summary.csv``: per agent and env, over seeds: final success rate and return, steps until the success rate first
-  reached ``--threshold`` (mean over the seeds that reached it, and how many did), fps;
+  reached ``--threshold`` (mean over the seeds that reached it, and how many did), steps from which it stayed at or
+  above the threshold in every later evaluation (mean over the seeds that held it, and how many did), fps;
 - ``summary.json``: the same plus one entry per run (and the failed runs, if any);
 - ``success_rate.png``: success rate against environment steps, one panel per env, one line per agent (mean over
   seeds, shaded between the lowest and highest seed).
@@ -43,6 +44,8 @@ SUMMARY_COLUMNS = (
     "final_mean_reward",
     "steps_to_threshold",
     "seeds_reaching_threshold",
+    "steps_to_hold",
+    "seeds_holding_threshold",
     "fps",
 )
 
@@ -81,6 +84,17 @@ def steps_to_threshold(rows: list[dict[str, float]], threshold: float) -> int | 
     return next((int(row["timesteps"]) for row in rows if row["success_rate"] >= threshold), None)
 
 
+def steps_to_hold(rows: list[dict[str, float]], threshold: float) -> int | None:
+    """Environment steps at the first evaluation from which every evaluation, to the last, reached ``threshold``;
+    ``None`` if the last one did not."""
+    held = None
+    for row in reversed(rows):
+        if row["success_rate"] < threshold:
+            break
+        held = int(row["timesteps"])
+    return held
+
+
 def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Aggregate per-run summaries over seeds, one row of :data:`SUMMARY_COLUMNS` per agent and env."""
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -90,6 +104,7 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for (agent, env_id), group in sorted(groups.items()):
         success = np.array([run["final_success_rate"] for run in group])
         reached = [run["steps_to_threshold"] for run in group if run["steps_to_threshold"] is not None]
+        held = [run["steps_to_hold"] for run in group if run["steps_to_hold"] is not None]
         summary.append(
             {
                 "agent": agent,
@@ -100,6 +115,8 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "final_mean_reward": float(np.mean([run["final_mean_reward"] for run in group])),
                 "steps_to_threshold": float(np.mean(reached)) if reached else None,
                 "seeds_reaching_threshold": len(reached),
+                "steps_to_hold": float(np.mean(held)) if held else None,
+                "seeds_holding_threshold": len(held),
                 "fps": float(np.mean([run["fps"] for run in group])),
             }
         )
@@ -232,6 +249,7 @@ def main(argv: list[str] | None = None) -> BenchmarkResult:
                 "final_success_rate": final["success_rate"],
                 "final_mean_reward": final["mean_reward"],
                 "steps_to_threshold": steps_to_threshold(rows, args.threshold),
+                "steps_to_hold": steps_to_hold(rows, args.threshold),
                 "fps": outcome["fps"],
                 "run_dir": outcome["run_dir"],
             }
@@ -253,10 +271,11 @@ def main(argv: list[str] | None = None) -> BenchmarkResult:
         plot_success(evaluations, plotted, args.threshold, out / "success_rate.png")
     for row in result.summary:
         reached = f"{row['steps_to_threshold']:.0f} steps" if row["steps_to_threshold"] is not None else "never"
+        held = f"from {row['steps_to_hold']:.0f} steps" if row["steps_to_hold"] is not None else "never"
         print(
             f"{row['agent']} on {row['env']}: success {row['final_success_rate']:.1%} ± {row['final_success_rate_std']:.1%} "
             f"over {row['seeds']} seeds; {args.threshold:.0%} reached by {row['seeds_reaching_threshold']} "
-            f"({reached}); {row['fps']:.0f} fps"
+            f"({reached}), held by {row['seeds_holding_threshold']} ({held}); {row['fps']:.0f} fps"
         )
     print(f"Results in {out}" + (f"; {len(result.failed)} runs FAILED" if result.failed else ""))
     return result

@@ -57,6 +57,10 @@ is truncated after ``max_steps`` steps.
   ``max_steps=56``. The cue is in view at reset and the shortest solution takes 7 steps, so credit assignment is easy;
   meant for fast experiments and for the agent benchmark (a PPO agent told the cue by
   :class:`envs.wrappers.CueOracle` should reach >= 95% success within about 1M steps).
+- ``EBMM-MemoryTMaze-v0``: ``EBMM-MemoryShort-v0`` with ``fixed_layout=True`` (key always north, ball always south):
+  the cue alone says which way to turn at the junction, so the choice needs no comparison of the cue with the objects.
+  The agent benchmark's task: PPO told the cue (:class:`envs.wrappers.CueOracle`) solves it within about 30k steps,
+  a memoryless agent stays at 50%.
 - ``EBMM-MemoryLong-v0``: :class:`CueStartMemoryEnv` with ``corridor_length=200`` and a 3x3 view: at least 204 steps
   between seeing the cue and reaching the junction. Set the delay with ``gymnasium.make("EBMM-MemoryLong-v0",
   corridor_length=...)``. Reward comes only at the junction, so random exploration of the hallway rarely gets there.
@@ -110,6 +114,10 @@ MEMORY_ENV_SPECS: dict[str, tuple[str, dict[str, Any]]] = {
     DEFAULT_ENV_ID: (MEMORY_ENTRY_POINT, {"size": 13}),
     "EBMM-MemoryS7View3-v0": (MEMORY_ENTRY_POINT, {"size": 7, "agent_view_size": 3}),
     "EBMM-MemoryShort-v0": (CUE_START_ENTRY_POINT, {"corridor_length": 0, "agent_view_size": 3, "max_steps": 56}),
+    "EBMM-MemoryTMaze-v0": (
+        CUE_START_ENTRY_POINT,
+        {"corridor_length": 0, "agent_view_size": 3, "fixed_layout": True, "max_steps": 56},
+    ),
     "EBMM-MemoryLong-v0": (CUE_START_ENTRY_POINT, {"corridor_length": 200, "agent_view_size": 3}),
     "EBMM-MemoryDelay-v0": (
         CUE_START_ENTRY_POINT,

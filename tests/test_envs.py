@@ -159,7 +159,12 @@ def test_episodic_window_wraps_any_minigrid_dict_env():
 
 @pytest.mark.parametrize(
     ("env_id", "corridor_length"),
-    [("EBMM-MemoryShort-v0", 0), ("EBMM-MemoryLong-v0", 200), ("EBMM-MemoryDelay-v0", 200)],
+    [
+        ("EBMM-MemoryShort-v0", 0),
+        ("EBMM-MemoryTMaze-v0", 0),
+        ("EBMM-MemoryLong-v0", 200),
+        ("EBMM-MemoryDelay-v0", 200),
+    ],
 )
 def test_cue_oracle_solves_cue_start_task(env_id: str, corridor_length: int):
     for seed in range(4):
@@ -195,10 +200,11 @@ def test_conveyor_carries_the_agent_through_the_hallway_whatever_it_does():
     assert memory_env.agent_dir == 3 and tuple(memory_env.agent_pos) == (35, 3)
 
 
-def test_delay_task_is_a_t_maze_the_cue_says_which_way_to_turn():
+@pytest.mark.parametrize(("env_id", "kwargs"), [("EBMM-MemoryDelay-v0", {"corridor_length": 5}), ("EBMM-MemoryTMaze-v0", {})])
+def test_t_maze_tasks_the_cue_says_which_way_to_turn(env_id: str, kwargs: dict[str, Any]):
     cues = set()
     for seed in range(12):
-        env = make_env("EBMM-MemoryDelay-v0", corridor_length=5)
+        env = make_env(env_id, **kwargs)
         env.reset(seed=seed)
         memory_env = env.unwrapped
         junction, middle = memory_env.corridor_length + 5, memory_env.height // 2

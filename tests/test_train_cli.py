@@ -186,6 +186,13 @@ def test_steps_to_threshold():
     assert benchmark.steps_to_threshold(rows[:1], 0.95) is None
 
 
+def test_steps_to_hold_counts_from_the_last_dip():
+    rates = ((10, 0.5), (20, 0.96), (30, 0.4), (40, 1.0), (50, 0.95))
+    rows = [{"timesteps": float(steps), "success_rate": rate} for steps, rate in rates]
+    assert benchmark.steps_to_hold(rows, 0.95) == 40
+    assert benchmark.steps_to_hold(rows[:3], 0.95) is None
+
+
 def test_evaluate_env_kwargs_change_the_task(trained_run):
     # The shortest solution takes 7 steps: with max_steps=3 no episode can succeed, and none lasts longer than 3.
     result = evaluate.main([str(trained_run.run_dir), "--episodes", "4", "--env-kwargs", "max_steps=3"])
