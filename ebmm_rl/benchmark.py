@@ -138,6 +138,7 @@ def plot_success(evaluations: list[dict[str, Any]], env_ids: list[str], threshol
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import EngFormatter
 
     figure, axes = plt.subplots(1, len(env_ids), figsize=(5.5 * len(env_ids), 4), squeeze=False)
     for axis, env_id in zip(axes[0], env_ids, strict=True):
@@ -152,6 +153,7 @@ def plot_success(evaluations: list[dict[str, Any]], env_ids: list[str], threshol
             axis.fill_between(steps, interpolated.min(axis=0), interpolated.max(axis=0), color=line.get_color(), alpha=0.2)
         axis.axhline(threshold, color="grey", linestyle=":", linewidth=1)
         axis.set(title=env_id, xlabel="environment steps", ylabel="success rate", ylim=(-0.02, 1.02))
+        axis.xaxis.set_major_formatter(EngFormatter())  # 100k, 1M: full step counts run into each other
         axis.grid(alpha=0.3)
         axis.legend(loc="lower right", fontsize="small")
     figure.tight_layout()
