@@ -125,6 +125,8 @@ class EBMMExtractor(BaseFeaturesExtractor):
     :param n_queries: number of reads from the current observation
     :param grad_mode: "second_order" or "first_order" gradients through the memory while training
     :param memory_noise_std: std of the Gaussian noise that turns stored patterns into queries in :meth:`memory_loss`
+    :param gradient_penalty: keep the alpha ||grad_x E||^2 term of the writing loss (see :class:`ebmm_rl.memory.EBMM`);
+        False makes every write cheaper
     """
 
     def __init__(
@@ -145,6 +147,7 @@ class EBMMExtractor(BaseFeaturesExtractor):
         n_queries: int = 1,
         grad_mode: str = "second_order",
         memory_noise_std: float = 0.5,
+        gradient_penalty: bool = True,
     ) -> None:
         _check_window_space(observation_space)
         super().__init__(observation_space, features_dim)
@@ -169,6 +172,7 @@ class EBMMExtractor(BaseFeaturesExtractor):
             stream_steps=stream_steps,
             projection=(-1.0, 1.0),
             grad_mode=grad_mode,
+            gradient_penalty=gradient_penalty,
         )
         self.query = nn.Sequential(nn.Linear(pattern_dim, pattern_dim * n_queries), nn.Tanh())
         self.head = nn.Sequential(nn.Linear(pattern_dim * (1 + n_queries), features_dim), nn.ReLU())

@@ -110,7 +110,7 @@ def test_save_load_round_trip_and_predict_in_a_new_process(tmp_path):
     env = vec_env()
     model = EBMMPPO(
         "MultiInputPolicy", env, n_steps=8, batch_size=8, memory_loss_weight=0.5,
-        policy_kwargs=policy_kwargs(write="stream", n_queries=2), seed=0,
+        policy_kwargs=policy_kwargs(write="stream", n_queries=2, gradient_penalty=False), seed=0,
     )  # fmt: skip
     model.learn(16)
     path = tmp_path / "model.zip"
@@ -122,6 +122,7 @@ def test_save_load_round_trip_and_predict_in_a_new_process(tmp_path):
     extractor = loaded.policy.features_extractor
     assert isinstance(extractor, EBMMExtractor)
     assert (extractor.write, extractor.n_queries, loaded.memory_loss_weight) == ("stream", 2, 0.5)
+    assert extractor.memory.gradient_penalty is False
     assert np.array_equal(loaded.predict(obs, deterministic=True)[0], expected)
 
     np.save(tmp_path / "obs.npy", obs, allow_pickle=True)

@@ -236,6 +236,33 @@ def test_acting_under_no_grad_builds_no_graph():
     assert with_graph.requires_grad
 
 
+@pytest.mark.parametrize("grad_mode", ["second_order", "first_order", "none"])
+def test_write_without_gradient_penalty_is_the_write_with_alpha_zero(grad_mode):
+    patterns = random_bits(2, 3)
+    torch.manual_seed(0)
+    with_penalty = tiny_memory(grad_mode=grad_mode if grad_mode != "none" else "first_order")
+    torch.manual_seed(0)
+    without = tiny_memory(grad_mode=with_penalty.grad_mode, gradient_penalty=False)
+
+    def write(memory: EBMM) -> torch.Tensor:
+        with torch.set_grad_enabled(grad_mode != "none"):
+            state = memory.write_step(memory.write(memory.init_state(2), patterns), patterns[:, 0])
+            return state.weights
+
+    assert not torch.allclose(write(with_penalty), write(without))  # the term matters at the default alpha
+    with torch.no_grad():
+        with_penalty.alpha_raw.fill_(-60.0)  # softplus(-60) ~ 1e-26
+    assert torch.allclose(write(with_penalty), write(without), atol=1e-6)
+
+
+def test_without_gradient_penalty_alpha_gets_no_meta_gradient():
+    memory = tiny_memory(gradient_penalty=False)
+    patterns = random_bits(4, 3)
+    memory.meta_loss(patterns, flip_bits(patterns, 4)).backward()
+    assert memory.alpha_raw.grad is None
+    assert memory.theta_bar.grad.abs().sum() > 0 and torch.isfinite(memory.theta_bar.grad).all()
+
+
 def test_gradient_reaches_pattern_encoder():
     memory = tiny_memory()
     encoder = torch.nn.Linear(4, DIM)
