@@ -72,8 +72,8 @@ class EBMM(nn.Module):
     :param beta_init: initial weight of the prior term ||theta - theta_bar||^2 of the writing loss
     :param momentum_init: initial Nesterov momentum of the read
     :param gradient_penalty: include the alpha ||grad_x E||^2 term of the writing loss (the paper). False drops it: a
-        write step then needs no second derivatives of the energy, about 2-3x cheaper, which matters to agents that
-        write at every environment step; alpha is then unused.
+        write step then needs no second derivatives of the energy and costs about half as much, which matters to
+        agents that write at every environment step; alpha is then unused.
     """
 
     def __init__(
