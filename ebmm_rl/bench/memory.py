@@ -53,7 +53,7 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def _synchronize(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -62,10 +62,10 @@ def _time(fn: Callable[[], object], device: torch.device, repeats: int) -> list[
     fn()  # warm-up: allocator, kernels, lazy initialisation
     times = []
     for _ in range(repeats):
-        _synchronize(device)
+        synchronize(device)
         start = time.perf_counter()
         fn()
-        _synchronize(device)
+        synchronize(device)
         times.append(time.perf_counter() - start)
     return times
 

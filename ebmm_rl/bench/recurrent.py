@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from agents import agent_names, get_agent
-from ebmm_rl.bench.memory import _synchronize, resolve_device
+from ebmm_rl.bench.memory import synchronize, resolve_device
 from ebmm_rl.config import load_config, split_config
 from ebmm_rl.train import make_vec_env
 
@@ -71,10 +71,10 @@ def time_acting(
         state, episode_start = None, np.ones(1, dtype=bool)
         times = []
         for _ in range(episode_steps):
-            _synchronize(device)
+            synchronize(device)
             start = time.perf_counter()
             action, state = model.predict(obs, state=state, episode_start=episode_start, deterministic=True)
-            _synchronize(device)
+            synchronize(device)
             times.append(time.perf_counter() - start)
             obs, _, done, _ = env.step(action)
             episode_start = done

@@ -374,9 +374,10 @@ class EBMM(nn.Module):
                 input_gradient = torch.func.grad(lambda x: self.energy(x, fast).sum())(patterns)  # [batch, n, dim]
                 return (input_gradient.pow(2).sum(dim=-1) * pattern_weights).sum()
 
+            energy_grad = torch.func.grad(energy_term)(weights)
             if not self.gradient_penalty:
-                return torch.func.grad(energy_term)(weights), None
-            return torch.func.grad(energy_term)(weights), torch.func.grad(gradient_norm_term)(weights)
+                return energy_grad, None
+            return energy_grad, torch.func.grad(gradient_norm_term)(weights)
         with torch.enable_grad():
             fast = weights.detach().requires_grad_(True)
             if not self.gradient_penalty:
