@@ -8,7 +8,16 @@ import sys
 import pytest
 import torch
 
-from ebmm_rl.memory import EBMM, ConvEnergy, MemoryState, MLPEnergy, flip_bits, make_optimizer, meta_train_step
+from ebmm_rl.memory import (
+    EBMM,
+    ConvEnergy,
+    EnergyNet,
+    MemoryState,
+    MLPEnergy,
+    flip_bits,
+    make_optimizer,
+    meta_train_step,
+)
 
 DIM = 16
 
@@ -191,6 +200,30 @@ def test_gradcheck_write_and_read_float64(write):
     inputs = (patterns, queries, theta_bar)
     assert torch.autograd.gradcheck(write_then_read, inputs, eps=1e-6, atol=1e-5)
     assert torch.autograd.gradgradcheck(write_then_read, inputs, eps=1e-6, atol=1e-4)
+
+
+@pytest.mark.parametrize("hops", [1, 3])
+def test_mlp_energy_closed_form_gradients_match_autograd(hops):
+    torch.manual_seed(0)
+    energy = MLPEnergy(5, hidden=6, fast_units=3, hops=hops, hop_dim=4).double()
+    with torch.no_grad():
+        for parameter in energy.parameters():  # away from the initial unit LayerNorm gain and zero biases
+            parameter.add_(0.3 * torch.randn_like(parameter))
+    fast = energy.initial_fast_weights().double() + 0.3 * torch.randn(2, energy.memory_size, dtype=torch.float64)
+    x = torch.randn(2, 4, 5, dtype=torch.float64)
+    pattern_weights = torch.rand(2, 4, dtype=torch.float64)
+
+    closed = energy.input_gradient(x, fast)
+    assert torch.allclose(closed, EnergyNet.input_gradient(energy, x, fast), atol=1e-12)
+    assert closed.abs().max() > 1e-3
+    closed = energy.fast_gradient(x, fast, pattern_weights)
+    assert torch.allclose(closed, EnergyNet.fast_gradient(energy, x, fast, pattern_weights), atol=1e-12)
+    # The gradient-penalty term of the write differentiates grad_x E once more.
+    penalty = {
+        name: torch.func.grad(lambda weights, gradient=gradient: gradient(energy, x, weights).pow(2).sum())(fast)
+        for name, gradient in (("closed", MLPEnergy.input_gradient), ("autograd", EnergyNet.input_gradient))
+    }
+    assert torch.allclose(penalty["closed"], penalty["autograd"], atol=1e-12)
 
 
 @pytest.mark.parametrize("grad_mode", ["second_order", "first_order"])

@@ -356,51 +356,43 @@ class EBMM(nn.Module):
         """Gradients w.r.t. the fast weights of the two data terms of the writing loss, sum_i w_i E(x_i) and
         sum_i w_i ||grad_x E(x_i)||^2, each ``[batch, memory_size]`` (the second None without ``gradient_penalty``).
 
-        With ``track`` they are differentiable w.r.t. everything they depend on and computed with ``torch.func.grad``:
-        ``torch.autograd.grad`` walks the whole graph behind its output, which for a streaming write holds every earlier
-        step, so writing n patterns would cost O(n^2). Without ``track`` they are constants, computed with
-        ``torch.autograd.grad`` on detached leaves, which has no history to walk and less overhead (acting).
+        The energy gives the first (and grad_x E) itself (:meth:`EnergyNet.fast_gradient`, in closed form where it
+        has one). With ``track`` both are differentiable w.r.t. everything they depend on; the second is taken with
+        ``torch.func.grad``, because ``torch.autograd.grad`` walks the whole graph behind its output, which for a
+        streaming write holds every earlier step (writing n patterns would cost O(n^2)). Without ``track`` they are
+        constants, the second from ``torch.autograd.grad`` on detached leaves, which has no history to walk (acting).
 
         :param weights: ``[batch, memory_size]``
         :param patterns: ``[batch, n, dim]``
         :param pattern_weights: ``[batch, n]``
         """
+
+        def gradient_norm_term(fast: Tensor) -> Tensor:
+            input_gradient = self.energy.input_gradient(patterns, fast)  # [batch, n, dim]
+            return (input_gradient.pow(2).sum(dim=-1) * pattern_weights).sum()
+
         if track:
-
-            def energy_term(fast: Tensor) -> Tensor:
-                return (self.energy(patterns, fast) * pattern_weights).sum()
-
-            def gradient_norm_term(fast: Tensor) -> Tensor:
-                input_gradient = torch.func.grad(lambda x: self.energy(x, fast).sum())(patterns)  # [batch, n, dim]
-                return (input_gradient.pow(2).sum(dim=-1) * pattern_weights).sum()
-
-            energy_grad = torch.func.grad(energy_term)(weights)
+            energy_grad = self.energy.fast_gradient(patterns, weights, pattern_weights)
             if not self.gradient_penalty:
                 return energy_grad, None
             return energy_grad, torch.func.grad(gradient_norm_term)(weights)
+        patterns, pattern_weights = patterns.detach(), pattern_weights.detach()
+        with torch.no_grad():
+            energy_grad = self.energy.fast_gradient(patterns, weights.detach(), pattern_weights)
+        if not self.gradient_penalty:
+            return energy_grad, None
         with torch.enable_grad():
             fast = weights.detach().requires_grad_(True)
-            if not self.gradient_penalty:
-                (energy_grad,) = torch.autograd.grad((self.energy(patterns.detach(), fast) * pattern_weights).sum(), fast)
-                return energy_grad, None
-            x = patterns.detach().requires_grad_(True)
-            energy = self.energy(x, fast)  # [batch, n]
-            (input_gradient,) = torch.autograd.grad(energy.sum(), x, create_graph=True)  # [batch, n, dim]
-            energy_term = (energy * pattern_weights).sum()
-            gradient_norm_term = (input_gradient.pow(2).sum(dim=-1) * pattern_weights).sum()
-            (energy_grad,) = torch.autograd.grad(energy_term, fast, retain_graph=True)
-            (gradient_grad,) = torch.autograd.grad(gradient_norm_term, fast)
+            (gradient_grad,) = torch.autograd.grad(gradient_norm_term(fast), fast)
         return energy_grad, gradient_grad
 
     def _input_gradient(self, x: Tensor, weights: Tensor, track: bool) -> Tensor:
-        """grad_x E(x; weights) ``[batch, m, dim]``; with ``track`` differentiable w.r.t. x, weights and the energy
-        (see :meth:`_writing_gradients`), without it a constant, also under ``torch.no_grad`` (acting)."""
+        """grad_x E(x; weights) ``[batch, m, dim]``; with ``track`` differentiable w.r.t. x, weights and the energy,
+        without it a constant, also under ``torch.no_grad`` (acting)."""
         if track:
-            return torch.func.grad(lambda point: self.energy(point, weights).sum())(x)
-        with torch.enable_grad():
-            point = x.detach().requires_grad_(True)
-            (gradient,) = torch.autograd.grad(self.energy(point, weights.detach()).sum(), point)
-        return gradient
+            return self.energy.input_gradient(x, weights)
+        with torch.no_grad():
+            return self.energy.input_gradient(x.detach(), weights.detach())
 
     def _project(self, x: Tensor) -> Tensor:
         return x if self.projection is None else x.clamp(*self.projection)

@@ -90,6 +90,28 @@ class EnergyNet(nn.Module):
         """
         raise NotImplementedError
 
+    def input_gradient(self, x: Tensor, fast: Tensor) -> Tensor:
+        """grad_x E(x; fast) of each pattern, differentiable w.r.t. ``x``, ``fast`` and the slow weights.
+
+        This default differentiates :meth:`forward` with ``torch.func.grad``; subclasses may override it with a closed
+        form (same values, fewer autograd calls: the read and write of a small memory are overhead-bound).
+
+        :param x: ``[batch, patterns, dim]``
+        :param fast: ``[batch, memory_size]``
+        :return: ``[batch, patterns, dim]``
+        """
+        return torch.func.grad(lambda point: self(point, fast).sum())(x)
+
+    def fast_gradient(self, x: Tensor, fast: Tensor, pattern_weights: Tensor) -> Tensor:
+        """grad_fast sum_i w_i E(x_i; fast) per memory, differentiable like :meth:`input_gradient` (same default).
+
+        :param x: ``[batch, patterns, dim]``
+        :param fast: ``[batch, memory_size]``
+        :param pattern_weights: ``[batch, patterns]`` the w_i
+        :return: ``[batch, memory_size]``
+        """
+        return torch.func.grad(lambda weights: (self(x, weights) * pattern_weights).sum())(fast)
+
 
 def he_init_(module: nn.Module) -> None:
     """He (Kaiming) initialisation of every Linear/Conv weight, zero biases, as in the paper."""
@@ -147,12 +169,40 @@ class GatedHops(nn.Module):
 
     def forward(self, z: Tensor) -> Tensor:
         """:param z: ``[..., in_features]`` :return: energy ``[...]``"""
+        return self.head(self._states(z)[-1][0]).squeeze(-1)
+
+    def input_gradient(self, z: Tensor) -> Tensor:
+        """d energy / d z in closed form (backpropagation through the hops written out).
+
+        :param z: ``[..., in_features]``
+        :return: ``[..., in_features]``
+        """
+        in_features = z.shape[-1]
+        steps = self._states(z)
+        state_grad = self.head.weight[0].expand(*z.shape[:-1], self.hop_dim)  # d energy / d state, [..., hop_dim]
+        z_grad = None
+        for hop in reversed(range(self.hops)):
+            previous = steps[hop][0]
+            _, gate, candidate = steps[hop + 1]
+            gate_pre = state_grad * (candidate - previous) * gate * (1 - gate)
+            candidate_pre = state_grad * gate * (1 - candidate.pow(2))
+            joint_grad = gate_pre @ self.gate.weight + candidate_pre @ self.candidate.weight  # [..., in + hop_dim]
+            z_part = joint_grad[..., :in_features]
+            z_grad = z_part if z_grad is None else z_grad + z_part
+            state_grad = state_grad * (1 - gate) + joint_grad[..., in_features:]
+        return z_grad
+
+    def _states(self, z: Tensor) -> list[tuple[Tensor, Tensor | None, Tensor | None]]:
+        """(state, gate, candidate) after each hop, the first entry being the zero start (without gate and candidate)."""
         state = z.new_zeros(*z.shape[:-1], self.hop_dim)
+        steps: list[tuple[Tensor, Tensor | None, Tensor | None]] = [(state, None, None)]
         for _ in range(self.hops):
             joint = torch.cat([z, state], dim=-1)
             gate = torch.sigmoid(self.gate(joint))
-            state = (1 - gate) * state + gate * torch.tanh(self.candidate(joint))
-        return self.head(state).squeeze(-1)
+            candidate = torch.tanh(self.candidate(joint))
+            state = (1 - gate) * state + gate * candidate
+            steps.append((state, gate, candidate))
+        return steps
 
 
 class MLPEnergy(EnergyNet):
@@ -182,9 +232,45 @@ class MLPEnergy(EnergyNet):
     def forward(self, x: Tensor, fast: Tensor) -> Tensor:
         ((weight, bias),) = self.unpack(fast)  # [batch, fast_units, hidden], [batch, fast_units]
         h = self.encoder(x)  # [batch, patterns, hidden]
+        return self.hops(self._hop_input(h, weight, bias))
+
+    def input_gradient(self, x: Tensor, fast: Tensor) -> Tensor:
+        ((weight, bias),) = self.unpack(fast)
+        linear, norm, _ = self.encoder
+        pre_norm = linear(x)  # [batch, patterns, hidden]
+        centred = pre_norm - pre_norm.mean(dim=-1, keepdim=True)
+        inverse_std = torch.rsqrt(centred.pow(2).mean(dim=-1, keepdim=True) + norm.eps)  # [batch, patterns, 1]
+        normalised = centred * inverse_std
+        h = torch.tanh(normalised * norm.weight + norm.bias)  # [batch, patterns, hidden]
+        fast_out_grad, static_grad = self._hop_input_grads(h, weight, bias)
+        h_grad = torch.einsum("bnf,bfh->bnh", fast_out_grad, weight) + static_grad @ self.static.weight
+        normalised_grad = h_grad * (1 - h.pow(2)) * norm.weight  # [batch, patterns, hidden]
+        pre_norm_grad = inverse_std * (
+            normalised_grad
+            - normalised_grad.mean(dim=-1, keepdim=True)
+            - normalised * (normalised_grad * normalised).mean(dim=-1, keepdim=True)
+        )
+        return pre_norm_grad @ linear.weight  # [batch, patterns, dim]
+
+    def fast_gradient(self, x: Tensor, fast: Tensor, pattern_weights: Tensor) -> Tensor:
+        ((weight, bias),) = self.unpack(fast)
+        h = self.encoder(x)  # [batch, patterns, hidden]
+        fast_out_grad, _ = self._hop_input_grads(h, weight, bias)
+        weighted = fast_out_grad * pattern_weights[..., None]  # [batch, patterns, fast_units]
+        weight_grad = torch.einsum("bnf,bnh->bfh", weighted, h)  # [batch, fast_units, hidden]
+        return torch.cat([weight_grad.flatten(1), weighted.sum(dim=1)], dim=1)  # the flat layout of unpack()
+
+    def _hop_input(self, h: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+        """z = tanh([fast layer(h), static layer(h)]) ``[batch, patterns, fast_units + hop_dim]``."""
         fast_out = torch.einsum("bnh,bfh->bnf", h, weight) + bias[:, None, :]  # [batch, patterns, fast_units]
-        z = torch.tanh(torch.cat([fast_out, self.static(h)], dim=-1))  # [batch, patterns, fast_units + hop_dim]
-        return self.hops(z)
+        return torch.tanh(torch.cat([fast_out, self.static(h)], dim=-1))
+
+    def _hop_input_grads(self, h: Tensor, weight: Tensor, bias: Tensor) -> tuple[Tensor, Tensor]:
+        """d energy / d (fast layer output) ``[batch, patterns, fast_units]`` and d energy / d (static layer output)
+        ``[batch, patterns, hop_dim]``."""
+        z = self._hop_input(h, weight, bias)
+        pre_tanh_grad = self.hops.input_gradient(z) * (1 - z.pow(2))
+        return pre_tanh_grad[..., : self.fast_units], pre_tanh_grad[..., self.fast_units :]
 
 
 class ConvEnergy(EnergyNet):
