@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# GPU check and throughput, one call on a CUDA machine: what produced results/gpu/ (see results/README.md).
+#
+#   bash results/gpu/run.sh OUT_DIR
+#
+# 1. the test suite with CUDA present: tests/test_cuda.py (every agent learns on cuda and acts the same once loaded on
+#    the CPU) and the memory core's CUDA test run instead of being skipped;
+# 2. training throughput (eval off, 32,768 steps) of ppo_ebmm and ppo_lstm on EBMM-MemoryTMaze, on cuda one run at a
+#    time, and on the same machine's CPU (1 thread each, in the background on other cores);
+# 3. python -m ebmm_rl.bench.recurrent on cuda (time per predict at steps 10 and 1,000; training throughput on the
+#    EBMM-MemoryDelay configs), and on the CPU in the background;
+# 4. the default task MiniGrid-Memory (S13, 7x7 view) with the default configs: throughput on cuda, and ppo_ebmm with
+#    64 envs to see how the batched memory scales.
+set -u
+out=${1:-results/gpu}
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1
+runs=$(mktemp -d)
+log() { echo "[$(date +%T)] $*"; }
+train() {  # train NAME DEVICE TIMEOUT ARGS...: one training run, its summary line kept in $out/NAME.log
+  local name=$1 device=$2 limit=$3
+  shift 3
+  timeout "$limit" python3 -m ebmm_rl.train --device "$device" --eval-freq 0 --checkpoint-freq 0 --no-progress \
+    --run-dir "$runs/$name" "$@" > "$out/$name.log" 2>&1
+  log "$name: $(tail -n 1 "$out/$name.log")"
+}
+
+{
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+  python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
+  echo "cpu cores: $(nproc)"
+} | tee "$out/machine.txt"
+
+log "CPU baselines in the background"
+for agent in ppo_ebmm ppo_lstm; do
+  train "tmaze_${agent}_cpu" cpu 400 --env EBMM-MemoryTMaze --agent "$agent" --threads 1 --timesteps 32768 &
+done
+timeout 400 python3 -m ebmm_rl.bench.recurrent --agents ppo_ebmm_recurrent ppo_lstm --device cpu \
+  --out "$out/bench_recurrent_cpu" > "$out/bench_recurrent_cpu.log" 2>&1 &
+
+log "tests"
+timeout 240 python3 -m pytest -q -p no:cacheprovider -n 6 2>&1 | tail -n 15 | tee "$out/tests.txt"
+
+log "training on cuda, one run at a time"
+for agent in ppo_ebmm ppo_lstm; do
+  train "tmaze_${agent}_cuda" cuda 120 --env EBMM-MemoryTMaze --agent "$agent" --threads 1 --timesteps 32768
+done
+timeout 200 python3 -m ebmm_rl.bench.recurrent --agents ppo_ebmm_recurrent ppo_lstm --device cuda \
+  --out "$out/bench_recurrent_cuda" > "$out/bench_recurrent_cuda.log" 2>&1
+log "bench.recurrent cuda: $(tail -n 3 "$out/bench_recurrent_cuda.log" | tr '\n' ' ')"
+for agent in ppo_ebmm ppo_lstm; do
+  train "memory_${agent}_cuda" cuda 90 --env MiniGrid-Memory --agent "$agent" --threads 1 --timesteps 8192
+done
+train memory_ppo_ebmm_cuda_64envs cuda 120 --env MiniGrid-Memory --agent ppo_ebmm --threads 1 --n-envs 64 \
+  --vec-env subproc --timesteps 16384
+
+log "waiting for the CPU baselines"
+wait
+for file in "$out"/*/*.csv; do echo "== $file"; cat "$file"; done
+log "done"
