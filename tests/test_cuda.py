@@ -35,7 +35,10 @@ def action_probabilities(model, observation, state, episode_start) -> torch.Tens
 
 
 @pytest.mark.parametrize("name", agent_names())
-def test_agent_learns_on_cuda_and_acts_the_same_on_cpu(name, tmp_path):
+def test_agent_learns_on_cuda_and_acts_the_same_on_cpu(name, tmp_path, monkeypatch):
+    # cuDNN's LSTM computes in TF32 by default on Ampere and later GPUs (about 1e-3 relative error, seen on an H200);
+    # full float32 makes the comparison with the CPU a test of the code, not of the number format.
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     agent = get_agent(name)
     config = load_config(agent, ENV_ID, overrides=TINY)
     run, kwargs = split_config(config, agent)
