@@ -294,6 +294,8 @@ def test_without_gradient_penalty_alpha_gets_no_meta_gradient():
     memory.meta_loss(patterns, flip_bits(patterns, 4)).backward()
     assert memory.alpha_raw.grad is None
     assert memory.theta_bar.grad.abs().sum() > 0 and torch.isfinite(memory.theta_bar.grad).all()
+    assert "alpha" not in memory.parameter_summary()  # nothing to watch: it is not used
+    assert "alpha" in tiny_memory().parameter_summary()
 
 
 def test_gradient_reaches_pattern_encoder():

@@ -166,8 +166,8 @@ class EBMM(nn.Module):
 
     def parameter_summary(self) -> dict[str, float]:
         """The meta-learned scalars worth watching while training: mean write step sizes, the first read step size,
-        alpha, beta and the read momentum."""
-        return {
+        alpha (only with ``gradient_penalty``: otherwise it is unused), beta and the read momentum."""
+        summary = {
             "write_step_size": self.write_lr.mean().item(),
             "stream_step_size": self.stream_lr.mean().item(),
             "read_step_size": self.read_lr[0].item(),
@@ -175,6 +175,9 @@ class EBMM(nn.Module):
             "beta": self.beta.item(),
             "momentum": self.momentum.item(),
         }
+        if not self.gradient_penalty:
+            del summary["alpha"]
+        return summary
 
     # ------------------------------------------------------------------ public API
     def init_state(self, batch_size: int) -> MemoryState:
