@@ -104,6 +104,20 @@ def test_resume_continues_the_run_exactly(tmp_path):
         torch.testing.assert_close(actual["model"][name], value, msg=name)
 
 
+def test_resume_keeps_the_run_settings_unless_given(tmp_path, capsys):
+    args = ["--dataset", "binary", *TINY, "--memory-sizes", "34", "--n-stored", "4", "--no-tensorboard"]
+    (stopped,) = train(tmp_path, *args, "--steps", "3", "--time-limit", "0")  # stops before its first step
+    assert stopped.step == 0
+    (resumed,) = main(["train", "--resume", str(stopped.run_dir), "--time-limit", "60", "--no-progress"])
+    assert resumed.step == 3  # the run's own --steps, not the default
+    assert "step 3/3" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["train", "--resume", str(stopped.run_dir), "--no-progress"])
+    assert "at step 3, which already reaches its --steps 3; pass --steps N with N > 3" in capsys.readouterr().err
+    (extended,) = main(["train", "--resume", str(stopped.run_dir), "--steps", "4", "--no-progress"])
+    assert extended.step == 4
+
+
 def test_ctrl_c_saves_a_resumable_checkpoint(tmp_path, monkeypatch):
     real_step = train_module.meta_train_step
     calls = []

@@ -147,12 +147,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, argv: list[str]) -> list[TrainResult]:
     """Train the models the parsed options ask for (one per memory size), or resume one run."""
-    settings = {key: SETTINGS_DEFAULTS[key] if getattr(args, key) is None else getattr(args, key) for key in SETTINGS_DEFAULTS}
-    settings["tensorboard"] = not args.no_tensorboard
-    settings["progress"] = not args.no_progress
+    given = {key: getattr(args, key) for key in SETTINGS_DEFAULTS if getattr(args, key) is not None}
+    flags = {"tensorboard": not args.no_tensorboard, "progress": not args.no_progress}
     command = shlex.join([*shlex.split(PROGRAM), *argv])
     if args.resume is not None:
-        return [_resume(args, settings, command)]
+        return [_resume(args, given, flags, command)]
+    settings = {**SETTINGS_DEFAULTS, **given, **flags}
     if args.dataset is None:
         raise UsageError("--dataset is required (binary, digits, omniglot or cifar10), unless you --resume a run")
     check_choice(args.dataset, DATASETS, "dataset")
@@ -194,20 +194,30 @@ def _resolve_config(args: argparse.Namespace, memory: int) -> dict[str, Any]:
     return config
 
 
-def _resume(args: argparse.Namespace, settings: dict[str, Any], command: str) -> TrainResult:
+def _resume(args: argparse.Namespace, given: dict[str, Any], flags: dict[str, bool], command: str) -> TrainResult:
+    """Continue a run with its config and its saved run settings (``args.yml``), the ones ``given`` on this command
+    line replacing them: a time-limited run resumed without ``--steps`` goes on towards its own ``--steps``."""
     run_dir = Path(args.resume)
     payload = load_checkpoint(run_dir)
+    saved_file = run_dir / "args.yml"
+    saved = yaml.safe_load(saved_file.read_text()) if saved_file.exists() else {}
+    settings = {**SETTINGS_DEFAULTS, **{key: saved[key] for key in SETTINGS_DEFAULTS if key in saved}, **given, **flags}
     config = payload["config"]
-    given = {key: getattr(args, key) for key in CONFIG_KEYS if getattr(args, key, None) is not None}
+    given_config = {key: getattr(args, key) for key in CONFIG_KEYS if getattr(args, key, None) is not None}
     if args.memory_sizes is not None:
-        given["memory"] = args.memory_sizes[0] if len(args.memory_sizes) == 1 else args.memory_sizes
+        given_config["memory"] = args.memory_sizes[0] if len(args.memory_sizes) == 1 else args.memory_sizes
     changed = [
         f"--{key.replace('_', '-')} {value} (run: {config.get(key)})"
-        for key, value in given.items()
+        for key, value in given_config.items()
         if config.get(key) != value
     ]
     if changed:
         raise UsageError(f"a resumed run keeps its config; drop {', '.join(changed)} or start a new run")
+    if payload["step"] >= settings["steps"]:
+        raise UsageError(
+            f"{run_dir} is at step {payload['step']}, which already reaches its --steps {settings['steps']}; pass "
+            f"--steps N with N > {payload['step']} to train it further"
+        )
     return _train(run_dir, _train_task(config), config, payload["spec"], settings, command, checkpoint=payload)
 
 
