@@ -73,6 +73,8 @@ SETTINGS_DEFAULTS: dict[str, Any] = {
     "run_dir": "runs",
 }
 """Run settings: they may change when a run is resumed."""
+ARGS_FILE = "args.yml"
+"""The run settings of a run directory, read back by ``--resume``."""
 
 
 @dataclass(frozen=True)
@@ -199,7 +201,7 @@ def _resume(args: argparse.Namespace, given: dict[str, Any], flags: dict[str, bo
     line replacing them: a time-limited run resumed without ``--steps`` goes on towards its own ``--steps``."""
     run_dir = Path(args.resume)
     payload = load_checkpoint(run_dir)
-    saved_file = run_dir / "args.yml"
+    saved_file = run_dir / ARGS_FILE
     saved = yaml.safe_load(saved_file.read_text()) if saved_file.exists() else {}
     settings = {**SETTINGS_DEFAULTS, **{key: saved[key] for key in SETTINGS_DEFAULTS if key in saved}, **given, **flags}
     config = payload["config"]
@@ -237,7 +239,7 @@ def _train(
 ) -> TrainResult:
     """Meta-train one model (of :func:`model_spec` ``spec``) from scratch or from ``checkpoint`` up to
     ``settings["steps"]``."""
-    (run_dir / "args.yml").write_text(yaml.safe_dump(settings, sort_keys=False))
+    (run_dir / ARGS_FILE).write_text(yaml.safe_dump(settings, sort_keys=False))
     with open(run_dir / "command.txt", "a") as file:
         file.write(command + "\n")
     device = torch.device(settings["device"])
