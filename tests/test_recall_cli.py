@@ -91,6 +91,18 @@ def test_digits_round_trip_with_memnet_and_memory_sweep(tmp_path):
     assert not (out / "error_vs_n.png").exists()  # a single n
 
 
+def test_augmented_training_transforms_train_images_only(tmp_path):
+    (result,) = train(tmp_path, "--dataset", "digits", *TINY, "--memory-sizes", "34", "--n-stored", "4", "--steps", "2",
+                      "--augment")  # fmt: skip
+    assert load_checkpoint(result.run_dir)["config"]["augment"] is True
+    augmented = load_task("digits", "train", augment=True)
+    assert augmented.augment_shift == 1 and load_task("digits", "train").augment_shift is None
+    generator = torch.Generator().manual_seed(0)
+    samples = augmented.sample(64, 8, generator).reshape(-1, 64)
+    in_split = (samples[:, None, :] == augmented.images[None]).all(-1).any(-1)  # [samples]
+    assert not in_split.all()  # transformed copies, not only the split's images
+
+
 def test_resume_continues_the_run_exactly(tmp_path):
     args = ["--dataset", "binary", *TINY, "--memory-sizes", "34", "--n-stored", "4", "--no-tensorboard"]
     (straight,) = train(tmp_path, *args, "--steps", "4")
@@ -190,6 +202,8 @@ def test_bad_options_are_usage_errors(tmp_path, capsys):
         (["evaluate", "--dataset", "digits", "--checkpoints", str(result.run_dir)], "trained on binary"),
         (["evaluate", "--dataset", "binary", "--baselines"], "nothing to evaluate"),
         (["train", "--steps", "3"], "--dataset is required"),
+        (["train", "--dataset", "binary", "--augment"], "drop --augment"),
+        (["train", "--resume", str(result.run_dir), "--augment"], "drop --augment True"),
     ]
     for argv, message in cases:
         with pytest.raises(SystemExit):

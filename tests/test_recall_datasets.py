@@ -17,6 +17,7 @@ from PIL import Image
 
 from ebmm_rl.recall import datasets
 from ebmm_rl.recall.datasets import (
+    augment_images,
     CIFAR10_ARCHIVE,
     OMNIGLOT_ARCHIVES,
     binary_strings,
@@ -103,6 +104,26 @@ def test_sample_batches_draws_distinct_images_per_memory():
     assert all(len(set(memory[:, 0].tolist())) == 10 for memory in batches)
     with pytest.raises(ValueError, match="distinct"):
         sample_batches(images, batch=1, n=11)
+
+
+def test_augment_images_applies_symmetries_and_shifts():
+    images = torch.rand(40, 5, 2 * 6 * 6)  # [batch, n, C * H * W], two 6x6 channels
+    generator = torch.Generator().manual_seed(0)
+    symmetric = augment_images(images, (2, 6, 6), max_shift=0, generator=generator)
+    assert symmetric.shape == images.shape
+    grids = images.reshape(-1, 2, 6, 6)
+    variants = [torch.rot90(v, k, dims=(2, 3)) for v in (grids, grids.flip(3)) for k in range(4)]
+    matches = torch.stack([(symmetric.reshape(-1, 2, 6, 6) == v).flatten(1).all(1) for v in variants])  # [8, images]
+    assert matches.any(0).all()  # every image is one of its 8 symmetries, channels transformed together
+    assert (matches.sum(1) > 0).all()  # and every symmetry occurs
+    shifted = augment_images(images, (2, 6, 6), max_shift=1, generator=generator).reshape(-1, 2, 6, 6)
+    assert (shifted == 0).any()  # uncovered pixels are 0
+    assert torch.equal(
+        augment_images(images, (2, 6, 6), 2, torch.Generator().manual_seed(3)),
+        augment_images(images, (2, 6, 6), 2, torch.Generator().manual_seed(3)),
+    )
+    with pytest.raises(ValueError, match="max_shift"):
+        augment_images(images, (2, 6, 6), 6)
 
 
 def test_cifar10_reads_the_official_layout(cifar_root):

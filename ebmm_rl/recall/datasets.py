@@ -124,6 +124,45 @@ def sample_batches(images: Tensor, batch: int, n: int, generator: torch.Generato
     return images[indices.to(images.device)]
 
 
+def augment_images(
+    patterns: Tensor, image_shape: tuple[int, int, int], max_shift: int, generator: torch.Generator | None = None
+) -> Tensor:
+    """Each image under one of the 8 symmetries of the square (rotations by 90 degrees, with or without a mirror),
+    then shifted by up to ``max_shift`` pixels along each axis (uncovered pixels are 0), drawn independently.
+
+    Meta-training on a few thousand images lets the slow weights specialise to them (digits: EBMM's error on fresh
+    memories of the train split was 0.37 and of the test split 0.94); transformed copies make the train split a
+    distribution the slow weights cannot memorise.
+
+    :param patterns: ``[batch, n, C * H * W]`` square images (H == W)
+    :param image_shape: ``(C, H, W)``
+    :param max_shift: largest shift in pixels, >= 0
+    :return: ``[batch, n, C * H * W]``
+    """
+    channels, height, width = image_shape
+    if height != width:
+        raise ValueError(f"augment_images transforms square images, got {height}x{width}")
+    if not 0 <= max_shift < height:
+        raise ValueError(f"max_shift must be in [0, {height - 1}] for {height}x{width} images, got {max_shift}")
+    shape = patterns.shape
+    images = patterns.reshape(-1, channels, height, width)  # [images, C, H, W]
+    count = images.shape[0]
+    symmetries = torch.stack(
+        [torch.rot90(variant, turns, dims=(2, 3)) for variant in (images, images.flip(3)) for turns in range(4)]
+    )  # [8, images, C, H, W]
+    chosen = torch.randint(0, 8, (count,), generator=generator).to(images.device)
+    images = symmetries[chosen, torch.arange(count, device=images.device)]  # [images, C, H, W]
+    if max_shift > 0:
+        shifts = torch.randint(-max_shift, max_shift + 1, (count, 2), generator=generator).to(images.device)
+        padded = F.pad(images, (max_shift,) * 4)  # [images, C, H + 2s, W + 2s]
+        grid = torch.arange(height, device=images.device) + max_shift
+        rows = grid[None, :] - shifts[:, :1]  # [images, H]
+        cols = grid[None, :] - shifts[:, 1:]  # [images, W]
+        index = torch.arange(count, device=images.device)[:, None, None]
+        images = padded.permute(0, 2, 3, 1)[index, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+    return images.reshape(shape)
+
+
 # ---------------------------------------------------------------------------------------------- datasets
 def digits(split: Split = "train", image_size: int = 8) -> ImageData:
     """scikit-learn's bundled handwritten digits (8x8 grey images, values 0..16) scaled to [0, 1].

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from ebmm_rl.memory import EBMM, ConvEnergy, MemoryState, MLPEnergy, block_occlude, flip_bits
 from ebmm_rl.recall.baselines import HopfieldNetwork, MemoryNetwork, ModernHopfield, RecallMemory
-from ebmm_rl.recall.datasets import binary_strings, cifar10, digits, omniglot, sample_batches
+from ebmm_rl.recall.datasets import augment_images, binary_strings, cifar10, digits, omniglot, sample_batches
 
 DATASETS: tuple[str, ...] = ("binary", "digits", "omniglot", "cifar10")
 MODELS: tuple[str, ...] = ("ebmm", "memnet")
@@ -41,6 +41,9 @@ BIT_CORRUPTIONS: tuple[str, ...] = ("erase", "resample", "flip")
 """
 IMAGE_CORRUPTION = "occlude"
 METRICS = {"binary": "error_bits", "digits": "squared_error", "omniglot": "hamming_error", "cifar10": "squared_error"}
+
+AUGMENT_SHIFT_FRACTION = 8
+"""With augmentation, images shift by up to ``max(1, size // 8)`` pixels: 1 for 8x8 digits, 4 for 32x32 images."""
 
 BINARY_DIM = 128
 BINARY_MEMORY = 8256
@@ -119,6 +122,8 @@ class Task:
     :param corruption: one of :data:`BIT_CORRUPTIONS` for binary strings, "occlude" for images
     :param corrupt_bits: bits of a binary query that are corrupted
     :param block: side of the occluded square of an image query
+    :param augment_shift: None, or sample images under random symmetries of the square and shifts of up to this
+        many pixels (:func:`ebmm_rl.recall.datasets.augment_images`; training only)
     """
 
     dataset: str
@@ -127,6 +132,7 @@ class Task:
     corruption: str
     corrupt_bits: int | None
     block: int | None
+    augment_shift: int | None = None
 
     @property
     def dim(self) -> int:
@@ -151,7 +157,10 @@ class Task:
         """Stored patterns of ``batch`` memories: ``[batch, n, dim]``."""
         if self.images is None:
             return binary_strings(batch, n, BINARY_DIM, generator=generator)
-        return sample_batches(self.images, batch, n, generator=generator)
+        patterns = sample_batches(self.images, batch, n, generator=generator)
+        if self.augment_shift is None:
+            return patterns
+        return augment_images(patterns, self.image_shape, self.augment_shift, generator=generator)
 
     def corrupt(self, patterns: Tensor, generator: torch.Generator) -> Tensor:
         """Queries from stored patterns: ``[batch, n, dim] -> [batch, n, dim]``."""
@@ -185,6 +194,7 @@ def load_task(
     corrupt_bits: int | None = None,
     block: int | None = None,
     data_root: str | Path | None = None,
+    augment: bool = False,
 ) -> Task:
     """A dataset's split with its corruption; options left None take :data:`DATASET_DEFAULTS`.
 
@@ -195,6 +205,8 @@ def load_task(
     :param corrupt_bits: corrupted bits of a binary query (default 64 of 128)
     :param block: side of the occluded square (default ``image_size // 2``)
     :param data_root: where the Omniglot and CIFAR-10 archives are (default ``~/.cache/ebmm_rl``)
+    :param augment: images under random symmetries of the square and shifts of up to ``max(1, size // 8)`` pixels
+        (see :data:`AUGMENT_SHIFT_FRACTION`), for training
     """
     check_choice(dataset, DATASETS, "dataset")
     defaults = DATASET_DEFAULTS[dataset]
@@ -204,6 +216,8 @@ def load_task(
         bits = defaults["corrupt_bits"] if corrupt_bits is None else corrupt_bits
         if not 0 <= bits <= BINARY_DIM:
             raise UsageError(f"corrupt_bits must be in [0, {BINARY_DIM}], got {bits}")
+        if augment:
+            raise UsageError("augmentation transforms images; binary strings are drawn fresh every step, drop --augment")
         return Task(dataset, None, None, corruption, bits, None)
     if corruption != IMAGE_CORRUPTION:
         raise UsageError(f"images are corrupted by occlusion only (corruption {IMAGE_CORRUPTION!r}), got {corruption!r}")
@@ -219,7 +233,8 @@ def load_task(
     block = size // 2 if block is None else block
     if not 0 < block <= size:
         raise UsageError(f"block must be in [1, {size}] for {size}x{size} images, got {block}")
-    return Task(dataset, data.images, data.image_shape, corruption, None, block)
+    shift = max(1, size // AUGMENT_SHIFT_FRACTION) if augment else None
+    return Task(dataset, data.images, data.image_shape, corruption, None, block, shift)
 
 
 # ---------------------------------------------------------------------------------------------- models

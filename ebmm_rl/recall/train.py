@@ -59,6 +59,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "write": "batch",
     "seed": 0,
     "data_root": None,
+    "augment": False,
 }
 """Defaults of the config keys that do not depend on the dataset (those are in ``DATASET_DEFAULTS``). The paper
 uses lr 5e-5 over 2e6 updates; 1e-3 suits runs of a few thousand steps."""
@@ -133,6 +134,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     config.add_argument("--block", type=int, help="side of the occluded square (default image size // 2)")
     config.add_argument("--image-size", type=int, help="image side (default: digits 8, omniglot 32)")
     config.add_argument("--seed", type=int, help="seed of the model and the training data (default 0)")
+    config.add_argument(
+        "--augment",
+        action="store_true",
+        default=None,
+        help="train on images under random rotations, mirrors and shifts (the test split stays as is)",
+    )
     config.add_argument("--data-root", help="directory of the Omniglot/CIFAR-10 archives (default ~/.cache/ebmm_rl)")
 
     run = parser.add_argument_group("run settings")
@@ -225,7 +232,8 @@ def _resume(args: argparse.Namespace, given: dict[str, Any], flags: dict[str, bo
 
 def _train_task(config: dict[str, Any]) -> Task:
     options = ("image_size", "corruption", "corrupt_bits", "block", "data_root")
-    return load_task(config["dataset"], "train", **{key: config.get(key) for key in options})
+    augment = bool(config.get("augment"))  # runs from before the option have no key
+    return load_task(config["dataset"], "train", **{key: config.get(key) for key in options}, augment=augment)
 
 
 def _train(
