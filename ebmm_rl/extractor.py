@@ -203,9 +203,8 @@ class EBMMExtractor(BaseFeaturesExtractor):
 
     def forward(self, observations: dict[str, Tensor]) -> Tensor:
         """:return: features ``[batch, features_dim]``"""
-        image = observations["image"]  # [batch, H, W, 3]
-        current = self.encoder(image, heading_index(observations["direction"]))  # [batch, pattern_dim]
         patterns, mask = self.encode_window(observations)  # [batch, window, pattern_dim], [batch, window]
+        current = patterns[:, -1]  # [batch, pattern_dim]: the window's last slot is the current observation
         state = self.write_window(patterns, mask)
         queries = self.query(current).reshape(-1, self.n_queries, self.pattern_dim)  # [batch, n_queries, pattern_dim]
         retrieved = self.memory.read(state, queries)  # [batch, n_queries, pattern_dim]
