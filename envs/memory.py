@@ -61,6 +61,12 @@ is truncated after ``max_steps`` steps.
   the cue alone says which way to turn at the junction, so the choice needs no comparison of the cue with the objects.
   The agent benchmark's task: PPO told the cue (:class:`envs.wrappers.CueOracle`) solves it within about 30k steps,
   a memoryless agent stays at 50%.
+- ``EBMM-MemoryS13TMaze-v0``: ``EBMM-MemoryTMaze-v0`` at the size of ``MiniGrid-Memory-v0`` with MiniGrid's 7x7
+  view (``corridor_length=6``: 13x7 grid, ``max_steps=104``; key always north). The agent starts facing the cue; from
+  the hallway and the junction the cue is out of view, and the shortest solution takes 13 steps. It keeps S13's memory
+  demand without its exploration problem: in ``MiniGrid-Memory-v0`` the agent starts anywhere in the hallway facing
+  east, away from the cue, and must learn to turn back and look first, which PPO told the cue
+  (:class:`envs.wrappers.CueOracle`) did not learn in 3M steps.
 - ``EBMM-MemoryLong-v0``: :class:`CueStartMemoryEnv` with ``corridor_length=200`` and a 3x3 view: at least 204 steps
   between seeing the cue and reaching the junction. Set the delay with ``gymnasium.make("EBMM-MemoryLong-v0",
   corridor_length=...)``. Reward comes only at the junction, so random exploration of the hallway rarely gets there.
@@ -118,6 +124,7 @@ MEMORY_ENV_SPECS: dict[str, tuple[str, dict[str, Any]]] = {
         CUE_START_ENTRY_POINT,
         {"corridor_length": 0, "agent_view_size": 3, "fixed_layout": True, "max_steps": 56},
     ),
+    "EBMM-MemoryS13TMaze-v0": (CUE_START_ENTRY_POINT, {"corridor_length": 6, "fixed_layout": True}),
     "EBMM-MemoryLong-v0": (CUE_START_ENTRY_POINT, {"corridor_length": 200, "agent_view_size": 3}),
     "EBMM-MemoryDelay-v0": (
         CUE_START_ENTRY_POINT,

@@ -162,6 +162,7 @@ def test_episodic_window_wraps_any_minigrid_dict_env():
     [
         ("EBMM-MemoryShort-v0", 0),
         ("EBMM-MemoryTMaze-v0", 0),
+        ("EBMM-MemoryS13TMaze-v0", 6),
         ("EBMM-MemoryLong-v0", 200),
         ("EBMM-MemoryDelay-v0", 200),
     ],
@@ -200,7 +201,10 @@ def test_conveyor_carries_the_agent_through_the_hallway_whatever_it_does():
     assert memory_env.agent_dir == 3 and tuple(memory_env.agent_pos) == (35, 3)
 
 
-@pytest.mark.parametrize(("env_id", "kwargs"), [("EBMM-MemoryDelay-v0", {"corridor_length": 5}), ("EBMM-MemoryTMaze-v0", {})])
+@pytest.mark.parametrize(
+    ("env_id", "kwargs"),
+    [("EBMM-MemoryDelay-v0", {"corridor_length": 5}), ("EBMM-MemoryTMaze-v0", {}), ("EBMM-MemoryS13TMaze-v0", {})],
+)
 def test_t_maze_tasks_the_cue_says_which_way_to_turn(env_id: str, kwargs: dict[str, Any]):
     cues = set()
     for seed in range(12):
@@ -215,6 +219,22 @@ def test_t_maze_tasks_the_cue_says_which_way_to_turn(env_id: str, kwargs: dict[s
         assert cue == matching_object_type(memory_env)
         assert (memory_env.success_pos[1] < middle) == (cue == "key")
     assert cues == {"key", "ball"}
+
+
+def test_s13_t_maze_hides_the_cue_from_the_hallway_and_the_junction():
+    env = make_env("EBMM-MemoryS13TMaze-v0")
+    env.reset(seed=0)
+    memory_env = env.unwrapped
+    assert (memory_env.width, memory_env.height, memory_env.agent_view_size) == (13, 7, 7)  # S13's width, MiniGrid's view
+    cue = (1, memory_env.height // 2 - 1)
+    assert memory_env.agent_sees(*cue)
+    env.step(Actions.right)  # facing east, the cue beside the agent
+    for _ in range(10):  # along the hallway to the junction at x = 11
+        env.step(Actions.forward)
+        assert not memory_env.agent_sees(*cue)
+    for turn in (Actions.left, Actions.left, Actions.left):  # north, west (back down the hallway), south
+        env.step(turn)
+        assert not memory_env.agent_sees(*cue)
 
 
 def test_cue_oracle_is_unknown_until_the_cue_is_seen():
