@@ -95,6 +95,8 @@ def test_augmented_training_transforms_train_images_only(tmp_path):
     (result,) = train(tmp_path, "--dataset", "digits", *TINY, "--memory-sizes", "34", "--n-stored", "4", "--steps", "2",
                       "--augment")  # fmt: skip
     assert load_checkpoint(result.run_dir)["config"]["augment"] is True
+    rows = evaluate(tmp_path, "--dataset", "digits", "--checkpoints", str(result.run_dir), "--n-stored", "4", "--baselines")
+    assert [row["label"] for row in rows] == ["EBMM (m=34, augmented)"]
     augmented = load_task("digits", "train", augment=True)
     assert augmented.augment_shift == 1 and load_task("digits", "train").augment_shift is None
     generator = torch.Generator().manual_seed(0)

@@ -266,7 +266,8 @@ def _trained_entry(model: torch.nn.Module, config: dict[str, Any], task: Task, d
     if view.dim != task.dim:
         raise UsageError(f"a model of {view.dim}-value patterns cannot read {task.dim}-value ones; check --image-size")
     name = "EBMM" if config["model"] == "ebmm" else "MemNet"
-    return Entry(f"{name} (m={view.memory_size(config['n_stored'])})", config["model"], view, device)
+    augmented = ", augmented" if config.get("augment") else ""
+    return Entry(f"{name} (m={view.memory_size(config['n_stored'])}{augmented})", config["model"], view, device)
 
 
 def _unique_labels(entries: list[Entry]) -> list[Entry]:
