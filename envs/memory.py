@@ -62,8 +62,10 @@ is truncated after ``max_steps`` steps.
   The agent benchmark's task: PPO told the cue (:class:`envs.wrappers.CueOracle`) solves it within about 30k steps,
   a memoryless agent stays at 50%.
 - ``EBMM-MemoryS13TMaze-v0``: ``EBMM-MemoryTMaze-v0`` at the size of ``MiniGrid-Memory-v0`` with MiniGrid's 7x7
-  view (``corridor_length=6``: 13x7 grid, ``max_steps=104``; key always north). The agent starts facing the cue; from
-  the hallway and the junction the cue is out of view, and the shortest solution takes 13 steps. It keeps S13's memory
+  view (``corridor_length=6``: 13x7 grid; key always north) and S13's ``max_steps=845``, long enough for random
+  actions to find the junction (at 8 times the shortest solution, 104, one PPO seed in four never got there in 240k
+  steps). The agent starts facing the cue; from the hallway and the junction the cue is out of view, and the shortest
+  solution takes 13 steps. It keeps S13's memory
   demand without its exploration problem: in ``MiniGrid-Memory-v0`` the agent starts anywhere in the hallway facing
   east, away from the cue, and must learn to turn back and look first, which PPO told the cue
   (:class:`envs.wrappers.CueOracle`) did not learn: it went straight to the junction (0.42-0.62 success in every
@@ -125,7 +127,7 @@ MEMORY_ENV_SPECS: dict[str, tuple[str, dict[str, Any]]] = {
         CUE_START_ENTRY_POINT,
         {"corridor_length": 0, "agent_view_size": 3, "fixed_layout": True, "max_steps": 56},
     ),
-    "EBMM-MemoryS13TMaze-v0": (CUE_START_ENTRY_POINT, {"corridor_length": 6, "fixed_layout": True}),
+    "EBMM-MemoryS13TMaze-v0": (CUE_START_ENTRY_POINT, {"corridor_length": 6, "fixed_layout": True, "max_steps": 845}),
     "EBMM-MemoryLong-v0": (CUE_START_ENTRY_POINT, {"corridor_length": 200, "agent_view_size": 3}),
     "EBMM-MemoryDelay-v0": (
         CUE_START_ENTRY_POINT,
