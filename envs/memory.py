@@ -65,11 +65,10 @@ is truncated after ``max_steps`` steps.
   view (``corridor_length=6``: 13x7 grid; key always north) and S13's ``max_steps=845``, long enough for random
   actions to find the junction (at 8 times the shortest solution, 104, one PPO seed in four never got there in 240k
   steps). The agent starts facing the cue; from the hallway and the junction the cue is out of view, and the shortest
-  solution takes 13 steps. It keeps S13's memory
-  demand without its exploration problem: in ``MiniGrid-Memory-v0`` the agent starts anywhere in the hallway facing
-  east, away from the cue, and must learn to turn back and look first, which PPO told the cue
-  (:class:`envs.wrappers.CueOracle`) did not learn: it went straight to the junction (0.42-0.62 success in every
-  evaluation up to 1.5M steps, also with ten times the entropy bonus).
+  solution takes 13 steps. It keeps S13's memory demand without its exploration problem: in ``MiniGrid-Memory-v0``
+  the agent starts anywhere in the hallway facing east, away from the cue, and must learn to turn back and look
+  first, which PPO told the cue (:class:`envs.wrappers.CueOracle`) did not learn: it went straight to the junction
+  (0.42-0.62 success in every evaluation up to 1.5M steps, also with ten times the entropy bonus).
 - ``EBMM-MemoryLong-v0``: :class:`CueStartMemoryEnv` with ``corridor_length=200`` and a 3x3 view: at least 204 steps
   between seeing the cue and reaching the junction. Set the delay with ``gymnasium.make("EBMM-MemoryLong-v0",
   corridor_length=...)``. Reward comes only at the junction, so random exploration of the hallway rarely gets there.

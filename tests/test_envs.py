@@ -21,7 +21,7 @@ from envs import (
     register_envs,
     resolve_env_id,
 )
-from envs.memory import CUE_OBJECT_TYPES
+from envs.memory import CUE_OBJECT_TYPES, cue_position
 from envs.wrappers import CUE_UNKNOWN
 
 ENV_IDS = register_envs()
@@ -226,7 +226,7 @@ def test_s13_t_maze_hides_the_cue_from_the_hallway_and_the_junction():
     env.reset(seed=0)
     memory_env = env.unwrapped
     assert (memory_env.width, memory_env.height, memory_env.agent_view_size) == (13, 7, 7)  # S13's width, MiniGrid's view
-    cue = (1, memory_env.height // 2 - 1)
+    cue = cue_position(memory_env)
     assert memory_env.agent_sees(*cue)
     env.step(Actions.right)  # facing east, the cue beside the agent
     for _ in range(10):  # along the hallway to the junction at x = 11

@@ -42,7 +42,7 @@ BIT_CORRUPTIONS: tuple[str, ...] = ("erase", "resample", "flip")
 IMAGE_CORRUPTION = "occlude"
 METRICS = {"binary": "error_bits", "digits": "squared_error", "omniglot": "hamming_error", "cifar10": "squared_error"}
 
-AUGMENT_SHIFT_FRACTION = 8
+AUGMENT_SHIFT_DIVISOR = 8
 """With augmentation, images shift by up to ``max(1, size // 8)`` pixels: 1 for 8x8 digits, 4 for 32x32 images."""
 
 BINARY_DIM = 128
@@ -206,7 +206,7 @@ def load_task(
     :param block: side of the occluded square (default ``image_size // 2``)
     :param data_root: where the Omniglot and CIFAR-10 archives are (default ``~/.cache/ebmm_rl``)
     :param augment: images under random symmetries of the square and shifts of up to ``max(1, size // 8)`` pixels
-        (see :data:`AUGMENT_SHIFT_FRACTION`), for training
+        (see :data:`AUGMENT_SHIFT_DIVISOR`), for training
     """
     check_choice(dataset, DATASETS, "dataset")
     defaults = DATASET_DEFAULTS[dataset]
@@ -233,7 +233,7 @@ def load_task(
     block = size // 2 if block is None else block
     if not 0 < block <= size:
         raise UsageError(f"block must be in [1, {size}] for {size}x{size} images, got {block}")
-    shift = max(1, size // AUGMENT_SHIFT_FRACTION) if augment else None
+    shift = max(1, size // AUGMENT_SHIFT_DIVISOR) if augment else None
     return Task(dataset, data.images, data.image_shape, corruption, None, block, shift)
 
 
