@@ -39,6 +39,9 @@ class ObservationEncoder(nn.Module):
         super().__init__()
         self.embeddings = nn.ModuleList(nn.Embedding(high + 1, embedding_dim) for high in index_high)
         self.register_buffer("index_high", torch.tensor(index_high), persistent=False)
+        # Where each channel's table starts in the three tables stacked: one lookup serves the three channels.
+        offsets = torch.tensor([0, index_high[0] + 1, index_high[0] + index_high[1] + 2])
+        self.register_buffer("index_offsets", offsets, persistent=False)
         height, width, _ = image_shape
         self.mlp = nn.Sequential(
             nn.Linear(height * width * embedding_dim + 4, hidden),
@@ -51,9 +54,9 @@ class ObservationEncoder(nn.Module):
         """:param image: ``[..., H, W, 3]`` symbolic indices (as floats, SB3's preprocessing)
         :param direction: ``[...]`` heading in 0..3
         :return: ``[..., pattern_dim]``"""
-        indices = image.long().clamp(min=0)
-        indices = torch.minimum(indices, self.index_high)
-        cells = sum(embedding(indices[..., channel]) for channel, embedding in enumerate(self.embeddings))
+        indices = torch.minimum(image.long().clamp(min=0), self.index_high) + self.index_offsets  # [..., H, W, 3]
+        table = torch.cat([embedding.weight for embedding in self.embeddings])  # [sum of the tables' sizes, embedding]
+        cells = nn.functional.embedding(indices, table).sum(dim=-2)  # [..., H, W, embedding_dim]
         heading = nn.functional.one_hot(direction.long().clamp(0, 3), 4).to(cells.dtype)
         return self.mlp(torch.cat([cells.flatten(-3), heading], dim=-1))
 
@@ -187,8 +190,16 @@ class EBMMExtractor(BaseFeaturesExtractor):
 
         :return: patterns ``[batch, window, pattern_dim]`` and mask ``[batch, window]`` (bool)
         """
-        patterns = self.encoder(observations["window_image"], observations["window_direction"])
-        return patterns, observations["window_mask"] > 0.5
+        images, directions = observations["window_image"], observations["window_direction"]
+        mask = observations["window_mask"] > 0.5
+        if self.memory.grad_mode != "first_order" or not torch.is_grad_enabled() or images.shape[1] == 1:
+            return self.encoder(images, directions), mask
+        # A first-order write passes no gradient to what it stores, so only the current observation (the last slot,
+        # which the queries are computed from) needs a graph; the encoder's backward then covers one slot, not all.
+        with torch.no_grad():
+            past = self.encoder(images[:, :-1], directions[:, :-1])  # [batch, window - 1, pattern_dim]
+        current = self.encoder(images[:, -1], directions[:, -1])  # [batch, pattern_dim]
+        return torch.cat([past, current[:, None]], dim=1), mask
 
     def write_window(self, patterns: Tensor, mask: Tensor):
         """Write each environment's window into a fresh memory.

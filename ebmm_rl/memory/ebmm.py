@@ -281,13 +281,14 @@ class EBMM(nn.Module):
         track = self._effective_mode(grad_mode) != "none"
         weights = state.weights if track else state.weights.detach()
         x = queries if track else queries.detach()
-        velocity = torch.zeros_like(x)
+        velocity = None
         momentum = self.momentum
         iterates = []
-        for lr in self.read_lr:
-            lookahead = x + momentum * velocity
+        for step, lr in enumerate(self.read_lr):
+            # The first step starts at rest (zero velocity): its look-ahead point is the query itself.
+            lookahead = x if step == 0 else x + momentum * velocity
             gradient = self._input_gradient(lookahead, weights, track)
-            moved = self._project(x + momentum * velocity - lr * gradient)
+            moved = self._project(lookahead - lr * gradient)
             velocity = moved - x
             x = moved
             iterates.append(x)

@@ -179,28 +179,45 @@ class GatedHops(nn.Module):
         """
         in_features = z.shape[-1]
         steps = self._states(z)
+        joint_weight = self._joint_weight()  # [2 * hop_dim, in_features + hop_dim]
         state_grad = self.head.weight[0].expand(*z.shape[:-1], self.hop_dim)  # d energy / d state, [..., hop_dim]
         z_grad = None
         for hop in reversed(range(self.hops)):
             previous = steps[hop][0]
             _, gate, candidate = steps[hop + 1]
-            gate_pre = state_grad * (candidate - previous) * gate * (1 - gate)
+            # The first hop starts from the zero state: nothing flows to it, and its input is z alone.
+            gate_pre = state_grad * (candidate if hop == 0 else candidate - previous) * gate * (1 - gate)
             candidate_pre = state_grad * gate * (1 - candidate.pow(2))
-            joint_grad = gate_pre @ self.gate.weight + candidate_pre @ self.candidate.weight  # [..., in + hop_dim]
-            z_part = joint_grad[..., :in_features]
+            pre_grad = torch.cat([gate_pre, candidate_pre], dim=-1)  # [..., 2 * hop_dim]
+            if hop == 0:
+                z_part = pre_grad @ joint_weight[:, :in_features]
+            else:
+                joint_grad = pre_grad @ joint_weight  # [..., in_features + hop_dim]
+                z_part = joint_grad[..., :in_features]
+                state_grad = state_grad * (1 - gate) + joint_grad[..., in_features:]
             z_grad = z_part if z_grad is None else z_grad + z_part
-            state_grad = state_grad * (1 - gate) + joint_grad[..., in_features:]
         return z_grad
+
+    def _joint_weight(self) -> Tensor:
+        """The gate's and the candidate's weights stacked, ``[2 * hop_dim, in_features + hop_dim]``: one matrix
+        product per hop computes both."""
+        return torch.cat([self.gate.weight, self.candidate.weight])
 
     def _states(self, z: Tensor) -> list[tuple[Tensor, Tensor | None, Tensor | None]]:
         """(state, gate, candidate) after each hop, the first entry being the zero start (without gate and candidate)."""
+        in_features = z.shape[-1]
+        joint_weight = self._joint_weight()
+        joint_bias = torch.cat([self.gate.bias, self.candidate.bias])  # [2 * hop_dim]
         state = z.new_zeros(*z.shape[:-1], self.hop_dim)
         steps: list[tuple[Tensor, Tensor | None, Tensor | None]] = [(state, None, None)]
-        for _ in range(self.hops):
-            joint = torch.cat([z, state], dim=-1)
-            gate = torch.sigmoid(self.gate(joint))
-            candidate = torch.tanh(self.candidate(joint))
-            state = (1 - gate) * state + gate * candidate
+        for hop in range(self.hops):
+            if hop == 0:  # from the zero state: the state's half of the product is zero
+                pre = F.linear(z, joint_weight[:, :in_features], joint_bias)
+            else:
+                pre = F.linear(torch.cat([z, state], dim=-1), joint_weight, joint_bias)  # [..., 2 * hop_dim]
+            gate = torch.sigmoid(pre[..., : self.hop_dim])
+            candidate = torch.tanh(pre[..., self.hop_dim :])
+            state = gate * candidate if hop == 0 else (1 - gate) * state + gate * candidate
             steps.append((state, gate, candidate))
         return steps
 
@@ -255,20 +272,27 @@ class MLPEnergy(EnergyNet):
     def fast_gradient(self, x: Tensor, fast: Tensor, pattern_weights: Tensor) -> Tensor:
         ((weight, bias),) = self.unpack(fast)
         h = self.encoder(x)  # [batch, patterns, hidden]
-        fast_out_grad, _ = self._hop_input_grads(h, weight, bias)
+        # Memories written from theta-bar share one row of it (init_state expands it): one matrix product for all. The
+        # output is per memory in either case; only this function's own products change.
+        shared = fast.shape[0] == 1 or fast.stride(0) == 0
+        fast_out_grad, _ = self._hop_input_grads(h, weight, bias, shared)
         weighted = fast_out_grad * pattern_weights[..., None]  # [batch, patterns, fast_units]
         weight_grad = torch.einsum("bnf,bnh->bfh", weighted, h)  # [batch, fast_units, hidden]
         return torch.cat([weight_grad.flatten(1), weighted.sum(dim=1)], dim=1)  # the flat layout of unpack()
 
-    def _hop_input(self, h: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
-        """z = tanh([fast layer(h), static layer(h)]) ``[batch, patterns, fast_units + hop_dim]``."""
-        fast_out = torch.einsum("bnh,bfh->bnf", h, weight) + bias[:, None, :]  # [batch, patterns, fast_units]
+    def _hop_input(self, h: Tensor, weight: Tensor, bias: Tensor, shared: bool = False) -> Tensor:
+        """z = tanh([fast layer(h), static layer(h)]) ``[batch, patterns, fast_units + hop_dim]``; ``shared``: every
+        memory's fast weights are the first one's (one matrix product serves them all)."""
+        if shared:
+            fast_out = F.linear(h, weight[0], bias[0])  # [batch, patterns, fast_units]
+        else:
+            fast_out = torch.einsum("bnh,bfh->bnf", h, weight) + bias[:, None, :]
         return torch.tanh(torch.cat([fast_out, self.static(h)], dim=-1))
 
-    def _hop_input_grads(self, h: Tensor, weight: Tensor, bias: Tensor) -> tuple[Tensor, Tensor]:
+    def _hop_input_grads(self, h: Tensor, weight: Tensor, bias: Tensor, shared: bool = False) -> tuple[Tensor, Tensor]:
         """d energy / d (fast layer output) ``[batch, patterns, fast_units]`` and d energy / d (static layer output)
         ``[batch, patterns, hop_dim]``."""
-        z = self._hop_input(h, weight, bias)
+        z = self._hop_input(h, weight, bias, shared)
         pre_tanh_grad = self.hops.input_gradient(z) * (1 - z.pow(2))
         return pre_tanh_grad[..., : self.fast_units], pre_tanh_grad[..., self.fast_units :]
 
