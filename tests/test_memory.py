@@ -226,6 +226,23 @@ def test_mlp_energy_closed_form_gradients_match_autograd(hops):
     assert torch.allclose(penalty["closed"], penalty["autograd"], atol=1e-12)
 
 
+def test_mlp_energy_fast_gradient_of_shared_weights_is_per_memory():
+    # Memories written from theta-bar share its one row (init_state expands it); the energy's shortcut for that case
+    # must give each memory the gradient of its own patterns, and theta-bar the sum over memories.
+    torch.manual_seed(0)
+    energy = MLPEnergy(5, hidden=6, fast_units=3, hops=2, hop_dim=4).double()
+    theta_bar = energy.initial_fast_weights().double().requires_grad_(True)
+    x = torch.randn(3, 4, 5, dtype=torch.float64)
+    pattern_weights = torch.rand(3, 4, dtype=torch.float64)
+    shared = energy.fast_gradient(x, theta_bar.expand(3, -1), pattern_weights)
+    copies = energy.fast_gradient(x, theta_bar.expand(3, -1).clone(), pattern_weights)
+    assert torch.allclose(shared, copies, atol=1e-12)
+    assert not torch.allclose(shared[0], shared[1])
+    (shared_meta,) = torch.autograd.grad(shared.pow(2).sum(), theta_bar)
+    (copies_meta,) = torch.autograd.grad(copies.pow(2).sum(), theta_bar)
+    assert torch.allclose(shared_meta, copies_meta, atol=1e-12)
+
+
 @pytest.mark.parametrize("grad_mode", ["second_order", "first_order"])
 def test_meta_gradients_are_finite_at_theta_bar(grad_mode):
     memory = tiny_memory(grad_mode=grad_mode)
