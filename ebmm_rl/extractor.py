@@ -39,9 +39,10 @@ class ObservationEncoder(nn.Module):
         super().__init__()
         self.embeddings = nn.ModuleList(nn.Embedding(high + 1, embedding_dim) for high in index_high)
         self.register_buffer("index_high", torch.tensor(index_high), persistent=False)
-        # Where each channel's table starts in the three tables stacked: one lookup serves the three channels.
+        # Where each channel's table starts in the three tables stacked (see forward).
         offsets = torch.tensor([0, index_high[0] + 1, index_high[0] + index_high[1] + 2])
         self.register_buffer("index_offsets", offsets, persistent=False)
+        self.table_size = sum(index_high) + 3
         height, width, _ = image_shape
         self.mlp = nn.Sequential(
             nn.Linear(height * width * embedding_dim + 4, hidden),
@@ -55,8 +56,11 @@ class ObservationEncoder(nn.Module):
         :param direction: ``[...]`` heading in 0..3
         :return: ``[..., pattern_dim]``"""
         indices = torch.minimum(image.long().clamp(min=0), self.index_high) + self.index_offsets  # [..., H, W, 3]
-        table = torch.cat([embedding.weight for embedding in self.embeddings])  # [sum of the tables' sizes, embedding]
-        cells = nn.functional.embedding(indices, table).sum(dim=-2)  # [..., H, W, embedding_dim]
+        # The sum of a cell's three embeddings as one product: its multi-hot row times the stacked tables. Same values
+        # as three lookups, and the backward is a matrix product instead of three slow scatter-adds.
+        table = torch.cat([embedding.weight for embedding in self.embeddings])  # [table_size, embedding_dim]
+        multi_hot = table.new_zeros(*indices.shape[:-1], self.table_size).scatter_(-1, indices, 1.0)
+        cells = multi_hot @ table  # [..., H, W, embedding_dim]
         heading = nn.functional.one_hot(direction.long().clamp(0, 3), 4).to(cells.dtype)
         return self.mlp(torch.cat([cells.flatten(-3), heading], dim=-1))
 

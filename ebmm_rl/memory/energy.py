@@ -3,9 +3,9 @@
 Bartunov et al., "Meta-Learning Deep Energy-Based Memory Models", ICLR 2020, section 3 and appendix A.
 
 Every energy takes the fast weights of a whole batch of memories as one flat tensor ``[batch, memory_size]`` and
-evaluates ``[batch, patterns, dim]`` inputs against their own memory, with ``einsum``/grouped convolutions: there is
-no Python loop over memories. The flat layout is what a recurrent agent stores per step, and what the write rule
-updates with per-layer step sizes.
+evaluates ``[batch, patterns, dim]`` inputs against their own memory, with batched matrix products or grouped
+convolutions: there is no Python loop over memories. The flat layout is what a recurrent agent stores per step, and
+what the write rule updates with per-layer step sizes.
 """
 
 from __future__ import annotations
@@ -260,7 +260,7 @@ class MLPEnergy(EnergyNet):
         normalised = centred * inverse_std
         h = torch.tanh(normalised * norm.weight + norm.bias)  # [batch, patterns, hidden]
         fast_out_grad, static_grad = self._hop_input_grads(h, weight, bias)
-        h_grad = torch.einsum("bnf,bfh->bnh", fast_out_grad, weight) + static_grad @ self.static.weight
+        h_grad = torch.baddbmm(static_grad @ self.static.weight, fast_out_grad, weight)  # [batch, patterns, hidden]
         normalised_grad = h_grad * (1 - h.pow(2)) * norm.weight  # [batch, patterns, hidden]
         pre_norm_grad = inverse_std * (
             normalised_grad
@@ -277,7 +277,7 @@ class MLPEnergy(EnergyNet):
         shared = fast.shape[0] == 1 or fast.stride(0) == 0
         fast_out_grad, _ = self._hop_input_grads(h, weight, bias, shared)
         weighted = fast_out_grad * pattern_weights[..., None]  # [batch, patterns, fast_units]
-        weight_grad = torch.einsum("bnf,bnh->bfh", weighted, h)  # [batch, fast_units, hidden]
+        weight_grad = torch.bmm(weighted.transpose(1, 2), h)  # [batch, fast_units, hidden]
         return torch.cat([weight_grad.flatten(1), weighted.sum(dim=1)], dim=1)  # the flat layout of unpack()
 
     def _hop_input(self, h: Tensor, weight: Tensor, bias: Tensor, shared: bool = False) -> Tensor:
@@ -286,7 +286,7 @@ class MLPEnergy(EnergyNet):
         if shared:
             fast_out = F.linear(h, weight[0], bias[0])  # [batch, patterns, fast_units]
         else:
-            fast_out = torch.einsum("bnh,bfh->bnf", h, weight) + bias[:, None, :]
+            fast_out = torch.baddbmm(bias[:, None, :], h, weight.transpose(1, 2))
         return torch.tanh(torch.cat([fast_out, self.static(h)], dim=-1))
 
     def _hop_input_grads(self, h: Tensor, weight: Tensor, bias: Tensor, shared: bool = False) -> tuple[Tensor, Tensor]:
