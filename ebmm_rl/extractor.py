@@ -232,8 +232,8 @@ class EBMMExtractor(BaseFeaturesExtractor):
         Patterns are detached: this loss trains the memory to store what the encoder produces, and must not teach the
         encoder to make patterns trivially easy to store (e.g. all equal).
         """
-        patterns, mask = self.encode_window(observations)
-        patterns = patterns.detach()
+        with torch.no_grad():
+            patterns, mask = self.encode_window(observations)
         queries = add_noise(patterns, self.memory_noise_std)
         return self.memory.meta_loss(patterns, queries, write=self.write, mask=mask)
 
