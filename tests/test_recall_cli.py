@@ -8,6 +8,7 @@ import json
 
 import pytest
 import torch
+import yaml
 
 from ebmm_rl.recall import train as train_module
 from ebmm_rl.recall.cli import main
@@ -130,6 +131,21 @@ def test_resume_keeps_the_run_settings_unless_given(tmp_path, capsys):
     assert "at step 3, which already reaches its --steps 3; pass --steps N with N > 3" in capsys.readouterr().err
     (extended,) = main(["train", "--resume", str(stopped.run_dir), "--steps", "4", "--no-progress"])
     assert extended.step == 4
+
+
+def test_resume_may_lower_the_learning_rate_and_nothing_else(tmp_path, capsys):
+    args = ["--dataset", "binary", *TINY, "--memory-sizes", "34", "--n-stored", "4", "--no-tensorboard"]
+    (first,) = train(tmp_path, *args, "--steps", "2")
+    (resumed,) = main(["train", "--resume", str(first.run_dir), "--steps", "3", "--lr", "1e-5", "--no-progress"])
+    assert resumed.step == 3
+    checkpoint = load_checkpoint(first.run_dir)
+    assert checkpoint["config"]["lr"] == 1e-5
+    assert [group["lr"] for group in checkpoint["optimizer"]["param_groups"]] == [1e-5]
+    assert yaml.safe_load((first.run_dir / "config.yml").read_text())["lr"] == 1e-5
+    assert "--lr 1e-5" in (first.run_dir / "command.txt").read_text().splitlines()[-1]
+    with pytest.raises(SystemExit):
+        main(["train", "--resume", str(first.run_dir), "--steps", "4", "--batch-size", "3", "--no-progress"])
+    assert "a resumed run keeps its config; drop --batch-size 3" in capsys.readouterr().err
 
 
 def test_ctrl_c_saves_a_resumable_checkpoint(tmp_path, monkeypatch):

@@ -74,6 +74,8 @@ SETTINGS_DEFAULTS: dict[str, Any] = {
     "run_dir": "runs",
 }
 """Run settings: they may change when a run is resumed."""
+RESUMABLE_CONFIG_KEYS = ("lr",)
+"""Config keys that a resumed run may change: the learning rate, to go on at a lower one."""
 ARGS_FILE = "args.yml"
 """The run settings of a run directory, read back by ``--resume``."""
 
@@ -149,7 +151,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--log-every", type=int, help="steps between TensorBoard scalars (default 10)")
     run.add_argument("--device", help="torch device (default cpu)")
     run.add_argument("--run-dir", metavar="DIR", help="parent of the run directories (default runs)")
-    run.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its checkpoint, with its config")
+    run.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue a run from its checkpoint, with its config; --lr may change (e.g. to fine-tune at a lower "
+        "rate): config.yml then holds the new rate and command.txt every start",
+    )
     run.add_argument("--no-tensorboard", action="store_true", help="write no TensorBoard events")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -218,7 +225,7 @@ def _resume(args: argparse.Namespace, given: dict[str, Any], flags: dict[str, bo
     changed = [
         f"--{key.replace('_', '-')} {value} (run: {config.get(key)})"
         for key, value in given_config.items()
-        if config.get(key) != value
+        if config.get(key) != value and key not in RESUMABLE_CONFIG_KEYS
     ]
     if changed:
         raise UsageError(f"a resumed run keeps its config; drop {', '.join(changed)} or start a new run")
@@ -227,6 +234,10 @@ def _resume(args: argparse.Namespace, given: dict[str, Any], flags: dict[str, bo
             f"{run_dir} is at step {payload['step']}, which already reaches its --steps {settings['steps']}; pass "
             f"--steps N with N > {payload['step']} to train it further"
         )
+    new_values = {key: given_config[key] for key in RESUMABLE_CONFIG_KEYS if key in given_config}
+    if new_values:
+        config = {**config, **new_values}
+        (run_dir / "config.yml").write_text(yaml.safe_dump(config, sort_keys=False))
     return _train(run_dir, _train_task(config), config, payload["spec"], settings, command, checkpoint=payload)
 
 
@@ -259,6 +270,8 @@ def _train(
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
+        for group in optimizer.param_groups:  # a resume may change the rate (RESUMABLE_CONFIG_KEYS)
+            group["lr"] = config["lr"]
         generator.set_state(checkpoint["generator"])
         step, elapsed_before = checkpoint["step"], checkpoint["elapsed"]
     view = recall_view(model, config.get("write", "batch"))
