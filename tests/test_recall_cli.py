@@ -213,7 +213,7 @@ def test_missing_checkpoint_is_a_usage_error(tmp_path, capsys):
 def test_bad_options_are_usage_errors(tmp_path, capsys):
     (result,) = train(tmp_path, "--dataset", "binary", *TINY, "--memory-sizes", "34", "--n-stored", "4", "--steps", "1")
     cases = [
-        (["train", "--resume", str(result.run_dir), "--lr", "0.1"], "a resumed run keeps its config; drop --lr 0.1"),
+        (["train", "--resume", str(result.run_dir), "--n-stored", "5"], "a resumed run keeps its config; drop --n-stored 5"),
         (["train", "--dataset", "binary", "--model", "memnet", "--hops", "2"], "--hops: EBMM options"),
         (["train", "--dataset", "binary", "--memory-sizes", "64"], "smaller than one fast unit"),
         (["evaluate", "--dataset", "digits", "--baselines", "hebb"], "two-valued patterns"),
