@@ -169,7 +169,7 @@ class GatedHops(nn.Module):
 
     def forward(self, z: Tensor) -> Tensor:
         """:param z: ``[..., in_features]`` :return: energy ``[...]``"""
-        return self.head(self._states(z)[-1][0]).squeeze(-1)
+        return self.head(self._states(z, self._joint_weight())[-1][0]).squeeze(-1)
 
     def input_gradient(self, z: Tensor) -> Tensor:
         """d energy / d z in closed form (backpropagation through the hops written out).
@@ -178,15 +178,14 @@ class GatedHops(nn.Module):
         :return: ``[..., in_features]``
         """
         in_features = z.shape[-1]
-        steps = self._states(z)
         joint_weight = self._joint_weight()  # [2 * hop_dim, in_features + hop_dim]
+        steps = self._states(z, joint_weight)
         state_grad = self.head.weight[0].expand(*z.shape[:-1], self.hop_dim)  # d energy / d state, [..., hop_dim]
         z_grad = None
         for hop in reversed(range(self.hops)):
-            previous = steps[hop][0]
-            _, gate, candidate = steps[hop + 1]
+            _, gate, candidate = steps[hop]
             # The first hop starts from the zero state: nothing flows to it, and its input is z alone.
-            gate_pre = state_grad * (candidate if hop == 0 else candidate - previous) * gate * (1 - gate)
+            gate_pre = state_grad * (candidate if hop == 0 else candidate - steps[hop - 1][0]) * gate * (1 - gate)
             candidate_pre = state_grad * gate * (1 - candidate.pow(2))
             pre_grad = torch.cat([gate_pre, candidate_pre], dim=-1)  # [..., 2 * hop_dim]
             if hop == 0:
@@ -203,21 +202,25 @@ class GatedHops(nn.Module):
         product per hop computes both."""
         return torch.cat([self.gate.weight, self.candidate.weight])
 
-    def _states(self, z: Tensor) -> list[tuple[Tensor, Tensor | None, Tensor | None]]:
-        """(state, gate, candidate) after each hop, the first entry being the zero start (without gate and candidate)."""
+    def _states(self, z: Tensor, joint_weight: Tensor) -> list[tuple[Tensor, Tensor, Tensor]]:
+        """(state, gate, candidate) after each hop; the hops start from the zero state.
+
+        :param joint_weight: :meth:`_joint_weight`
+        """
         in_features = z.shape[-1]
-        joint_weight = self._joint_weight()
         joint_bias = torch.cat([self.gate.bias, self.candidate.bias])  # [2 * hop_dim]
-        state = z.new_zeros(*z.shape[:-1], self.hop_dim)
-        steps: list[tuple[Tensor, Tensor | None, Tensor | None]] = [(state, None, None)]
-        for hop in range(self.hops):
-            if hop == 0:  # from the zero state: the state's half of the product is zero
-                pre = F.linear(z, joint_weight[:, :in_features], joint_bias)
-            else:
-                pre = F.linear(torch.cat([z, state], dim=-1), joint_weight, joint_bias)  # [..., 2 * hop_dim]
-            gate = torch.sigmoid(pre[..., : self.hop_dim])
-            candidate = torch.tanh(pre[..., self.hop_dim :])
-            state = gate * candidate if hop == 0 else (1 - gate) * state + gate * candidate
+
+        def gate_and_candidate(pre: Tensor) -> tuple[Tensor, Tensor]:
+            return torch.sigmoid(pre[..., : self.hop_dim]), torch.tanh(pre[..., self.hop_dim :])
+
+        # The first hop, from the zero state: the state's half of the product is zero.
+        gate, candidate = gate_and_candidate(F.linear(z, joint_weight[:, :in_features], joint_bias))
+        state = gate * candidate  # [..., hop_dim]
+        steps = [(state, gate, candidate)]
+        for _ in range(1, self.hops):
+            pre = F.linear(torch.cat([z, state], dim=-1), joint_weight, joint_bias)  # [..., 2 * hop_dim]
+            gate, candidate = gate_and_candidate(pre)
+            state = (1 - gate) * state + gate * candidate
             steps.append((state, gate, candidate))
         return steps
 
