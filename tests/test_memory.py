@@ -63,6 +63,34 @@ def test_read_step_sizes_are_non_increasing_and_projection_holds():
     assert retrieved.min() >= -1 and retrieved.max() <= 1
 
 
+def test_fit_steps_continues_a_trained_memory_with_more_or_fewer_steps():
+    torch.manual_seed(0)
+    source = tiny_memory()  # 2 write steps, 3 read steps
+    optimizer = make_optimizer(source, lr=1e-2)
+    for seed in range(3):  # move every step size away from its initial value
+        patterns = random_bits(4, 3, seed=seed)
+        meta_train_step(source, optimizer, patterns, flip_bits(patterns, 4), write="batch")
+    energy = MLPEnergy(DIM, hidden=16, fast_units=8, hops=2, hop_dim=16)
+    longer = EBMM(energy, write_steps=2, read_steps=5, projection=(-1.0, 1.0))
+    longer.load_state_dict(longer.fit_steps(source.state_dict()))
+    patterns = random_bits(2, 3, seed=5)
+    queries = flip_bits(patterns, 4, generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        expected = source.read(source.write(source.init_state(2), patterns), queries, return_iterates=True)
+        iterates = longer.read(longer.write(longer.init_state(2), patterns), queries, return_iterates=True)
+        torch.testing.assert_close(iterates[:3], expected)  # the source's read, then two more steps
+        lrs, source_lrs = longer.read_lr, source.read_lr
+        torch.testing.assert_close(lrs[:3], source_lrs)
+        torch.testing.assert_close(lrs[3:] / lrs[2:4], (source_lrs[2] / source_lrs[1]).expand(2))  # the last decay
+    energy = MLPEnergy(DIM, hidden=16, fast_units=8, hops=2, hop_dim=16)
+    other = EBMM(energy, write_steps=4, read_steps=1, projection=(-1.0, 1.0))
+    other.load_state_dict(other.fit_steps(source.state_dict()))
+    with torch.no_grad():
+        torch.testing.assert_close(other.write_lr, torch.cat([source.write_lr, source.write_lr[-1:].expand(2, -1, -1)]))
+        torch.testing.assert_close(other.read_lr, source.read_lr[:1])
+        torch.testing.assert_close(other.theta_bar, source.theta_bar)
+
+
 def test_writing_makes_stored_patterns_low_energy_attractors():
     torch.manual_seed(0)
     memory = EBMM(MLPEnergy(DIM, hidden=32, fast_units=16, hops=2, hop_dim=32), write_steps=3, read_steps=3)

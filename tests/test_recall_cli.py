@@ -133,6 +133,25 @@ def test_resume_keeps_the_run_settings_unless_given(tmp_path, capsys):
     assert extended.step == 4
 
 
+def test_init_from_starts_a_new_run_from_a_trained_model_with_more_read_steps(tmp_path, capsys):
+    args = ["--dataset", "binary", *TINY, "--memory-sizes", "34", "--n-stored", "4", "--no-tensorboard"]
+    (source,) = train(tmp_path, *args, "--steps", "2")
+    more_steps = [*args, "--read-steps", "4", "--init-from", str(source.run_dir)]
+    (started,) = train(tmp_path, *more_steps, "--steps", "1", "--time-limit", "0")  # saves before its first step
+    assert started.run_dir != source.run_dir and started.step == 0
+    before, after = load_checkpoint(source.run_dir), load_checkpoint(started.run_dir)
+    assert after["config"]["read_steps"] == 4 and after["spec"]["kwargs"]["read_steps"] == 4
+    torch.testing.assert_close(after["model"]["theta_bar"], before["model"]["theta_bar"])
+    torch.testing.assert_close(after["model"]["read_decay_logits"], before["model"]["read_decay_logits"].expand(3))
+    assert yaml.safe_load((started.run_dir / "args.yml").read_text())["init_from"] == str(source.run_dir)
+    with pytest.raises(SystemExit):
+        train(tmp_path, *more_steps, "--hidden", "8")
+    assert "that run's model differs from this one (hidden 16)" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", "--resume", str(started.run_dir), "--init-from", str(source.run_dir)])
+    assert "--init-from starts a new run" in capsys.readouterr().err
+
+
 def test_resume_may_lower_the_learning_rate_and_nothing_else(tmp_path, capsys):
     args = ["--dataset", "binary", *TINY, "--memory-sizes", "34", "--n-stored", "4", "--no-tensorboard"]
     (first,) = train(tmp_path, *args, "--steps", "2")

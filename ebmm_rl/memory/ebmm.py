@@ -179,6 +179,31 @@ class EBMM(nn.Module):
             del summary["alpha"]
         return summary
 
+    def fit_steps(self, state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
+        """A state dict of an EBMM with other numbers of write, stream or read steps, made to fit this one: a step
+        this model has beyond the source's repeats the source's last step size (write and stream) or its last decay
+        (read, so the step sizes stay non-increasing); steps beyond this model's are dropped. Everything else is
+        returned as is, for ``load_state_dict`` to check. Use it to go on training a memory with more steps.
+
+        :param state_dict: ``EBMM.state_dict()`` of the source
+        :return: a new dict; the source's tensors are not modified
+        """
+        fitted = dict(state_dict)
+        for name, steps in (
+            ("write_lr_raw", self.write_steps),
+            ("stream_lr_raw", self.stream_steps),
+            ("read_decay_logits", self.read_steps - 1),
+        ):
+            source = state_dict.get(name)
+            if source is None or source.shape[0] == steps:
+                continue
+            if source.shape[0] == 0:  # a one-step read has no decay to repeat: start at the default, as __init__ does
+                fitted[name] = getattr(self, name).detach().clone()
+                continue
+            extra = max(steps - source.shape[0], 0)
+            fitted[name] = torch.cat([source[:steps], source[-1:].expand(extra, *source.shape[1:])]).clone()
+        return fitted
+
     # ------------------------------------------------------------------ public API
     def init_state(self, batch_size: int) -> MemoryState:
         """Empty memories: every row starts at the learned theta_bar.

@@ -72,9 +72,12 @@ SETTINGS_DEFAULTS: dict[str, Any] = {
     "log_every": 10,
     "device": "cpu",
     "run_dir": "runs",
+    "init_from": None,
 }
-"""Run settings: they may change when a run is resumed."""
+"""Run settings: they may change when a run is resumed (``init_from`` acts only when a run starts)."""
 RESUMABLE_CONFIG_KEYS = ("lr",)
+STEP_KEYS = ("write_steps", "read_steps")
+"""Model options in which an ``--init-from`` run may differ from its source (see :meth:`EBMM.fit_steps`)."""
 """Config keys that a resumed run may change: the learning rate, to go on at a lower one."""
 ARGS_FILE = "args.yml"
 """The run settings of a run directory, read back by ``--resume``."""
@@ -157,6 +160,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="continue a run from its checkpoint, with its config; --lr may change (e.g. to fine-tune at a lower "
         "rate): config.yml then holds the new rate and command.txt every start",
     )
+    run.add_argument(
+        "--init-from",
+        metavar="RUN_DIR",
+        help="start from the trained model of another run (a new run: step 0, a fresh optimiser); the model options "
+        "must match it except --write-steps and --read-steps, whose new steps repeat the source's last, e.g. to go "
+        "on with --read-steps 10",
+    )
     run.add_argument("--no-tensorboard", action="store_true", help="write no TensorBoard events")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -167,6 +177,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> list[TrainResult]:
     flags = {"tensorboard": not args.no_tensorboard, "progress": not args.no_progress}
     command = shlex.join([*shlex.split(PROGRAM), *argv])
     if args.resume is not None:
+        if args.init_from is not None:
+            raise UsageError("--init-from starts a new run; a resumed run continues its own model: drop one of them")
         return [_resume(args, given, flags, command)]
     settings = {**SETTINGS_DEFAULTS, **given, **flags}
     if args.dataset is None:
@@ -175,13 +187,14 @@ def run(args: argparse.Namespace, argv: list[str]) -> list[TrainResult]:
     configs = [_resolve_config(args, memory) for memory in args.memory_sizes or [DATASET_DEFAULTS[args.dataset]["memory"]]]
     task = _train_task(configs[0])  # the memory size changes no task option
     specs = [model_spec(task, config) for config in configs]  # every size is checked before any run starts
+    source = None if settings["init_from"] is None else _initial_model(settings["init_from"], configs, specs)
     results = []
     for config, spec in zip(configs, specs, strict=True):
         run_name = f"recall__{config['dataset']}__{config['model']}__m{config['memory']}__{config['seed']}"
         run_dir = new_run_dir(Path(settings["run_dir"]), run_name)
         (run_dir / "config.yml").write_text(yaml.safe_dump(config, sort_keys=False))
         (run_dir / "seed").write_text(f"{config['seed']}\n")
-        results.append(_train(run_dir, task, config, spec, settings, command, checkpoint=None))
+        results.append(_train(run_dir, task, config, spec, settings, command, checkpoint=None, initial=source))
         if results[-1].interrupted:
             break
     return results
@@ -241,6 +254,29 @@ def _resume(args: argparse.Namespace, given: dict[str, Any], flags: dict[str, bo
     return _train(run_dir, _train_task(config), config, payload["spec"], settings, command, checkpoint=payload)
 
 
+def _initial_model(path: str, configs: list[dict[str, Any]], specs: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    """The model state of ``--init-from``'s checkpoint, checked against the one run it may start."""
+    if len(configs) > 1:
+        raise UsageError("--init-from starts one model from another run's: pass one --memory-sizes value")
+    payload = load_checkpoint(path)
+    source_config, source_spec, spec = payload["config"], payload["spec"], specs[0]
+    differing = [
+        key
+        for key in ("dataset", "model", "memory", "energy", "hidden", "hop_dim", "hops", "image_size")
+        if source_config.get(key) != configs[0].get(key)
+    ]
+    same_shapes = source_spec["energy_kwargs"] == spec["energy_kwargs"] and all(
+        source_spec["kwargs"].get(key) == value for key, value in spec["kwargs"].items() if key not in STEP_KEYS
+    )
+    if differing or source_spec["model"] != spec["model"] or not same_shapes:
+        described = ", ".join(f"{key} {source_config.get(key)!r}" for key in differing) or "its model options"
+        raise UsageError(
+            f"--init-from {path}: that run's model differs from this one ({described}); pass the same options "
+            "(only --write-steps and --read-steps may change)"
+        )
+    return payload["model"]
+
+
 def _train_task(config: dict[str, Any]) -> Task:
     options = ("image_size", "corruption", "corrupt_bits", "block", "data_root")
     augment = bool(config.get("augment"))  # runs from before the option have no key
@@ -255,9 +291,10 @@ def _train(
     settings: dict[str, Any],
     command: str,
     checkpoint: dict[str, Any] | None,
+    initial: dict[str, torch.Tensor] | None = None,
 ) -> TrainResult:
-    """Meta-train one model (of :func:`model_spec` ``spec``) from scratch or from ``checkpoint`` up to
-    ``settings["steps"]``."""
+    """Meta-train one model (of :func:`model_spec` ``spec``) from scratch, from ``checkpoint`` (a resume) or from the
+    model state ``initial`` (``--init-from``), up to ``settings["steps"]``."""
     (run_dir / ARGS_FILE).write_text(yaml.safe_dump(settings, sort_keys=False))
     with open(run_dir / "command.txt", "a") as file:
         file.write(command + "\n")
@@ -267,6 +304,8 @@ def _train(
     optimizer = torch.optim.AdamW(model.parameters(), lr=config["lr"], weight_decay=config["weight_decay"])
     generator = torch.Generator().manual_seed(config["seed"])
     step, elapsed_before = 0, 0.0
+    if initial is not None and checkpoint is None:
+        model.load_state_dict(model.fit_steps(initial) if isinstance(model, EBMM) else initial)
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
