@@ -22,6 +22,7 @@ class EBMMPPO(MemoryObjectiveMixin, PPO):
     :class:`~ebmm_rl.objective.MemoryObjectiveMixin`.
 
     :param memory_loss_weight: weight of the memory objective; 0 turns it off
+    :param memory_loss_batches: minibatches of each rollout the memory objective trains on (None: all)
     """
 
     def _setup_model(self) -> None:

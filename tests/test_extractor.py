@@ -106,6 +106,21 @@ def test_ebmm_ppo_trains_the_memory_objective_and_logs_it(tmp_path):
         EBMMPPO("MultiInputPolicy", vec_env(), memory_loss_weight=-1.0, policy_kwargs=policy_kwargs())
 
 
+@pytest.mark.parametrize(("memory_loss_batches", "expected_calls"), [(None, 4), (1, 1)])
+def test_memory_objective_trains_on_as_many_minibatches_as_asked(memory_loss_batches, expected_calls):
+    model = EBMMPPO(
+        "MultiInputPolicy", vec_env(), n_steps=8, batch_size=4, n_epochs=1, memory_loss_batches=memory_loss_batches,
+        policy_kwargs=policy_kwargs(), seed=0,
+    )  # fmt: skip
+    sizes = []
+    memory_loss = model.memory_loss
+    model.memory_loss = lambda rollout_data: sizes.append(len(rollout_data.actions)) or memory_loss(rollout_data)
+    model.learn(16)  # one rollout of 2 envs x 8 steps: 4 minibatches of 4
+    assert sizes == [4] * expected_calls
+    with pytest.raises(ValueError, match="memory_loss_batches must be >= 1 or None"):
+        EBMMPPO("MultiInputPolicy", vec_env(), memory_loss_batches=0, policy_kwargs=policy_kwargs())
+
+
 def test_save_load_round_trip_and_predict_in_a_new_process(tmp_path):
     env = vec_env()
     model = EBMMPPO(
