@@ -18,9 +18,9 @@ class MemoryObjectiveMixin:
     After the algorithm's own update on each rollout, one pass over the rollout buffer's minibatches (or over the first
     ``memory_loss_batches`` of them, in the buffer's random order) trains the memory on its reconstruction objective
     (:meth:`memory_loss`, defined by the subclass), scaled by ``memory_loss_weight``, with the policy's optimiser and
-    gradient clipping. The RL loss already trains the memory end to end through its
-    reads and writes; this objective keeps it an associative memory. Logged under ``memory/``: the objective, the
-    meta-learned step sizes, alpha, beta and momentum.
+    gradient clipping. The RL loss already trains the memory end to end through its reads and writes; this objective
+    keeps it an associative memory. Logged under ``memory/``: the objective, the meta-learned step sizes, alpha, beta
+    and momentum.
 
     :param memory_loss_weight: weight of the memory objective; 0 turns it off
     :param memory_loss_batches: minibatches of each rollout the memory objective trains on; None: all of them. Fewer

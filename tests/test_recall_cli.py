@@ -146,7 +146,7 @@ def test_init_from_starts_a_new_run_from_a_trained_model_with_more_read_steps(tm
     assert yaml.safe_load((started.run_dir / "args.yml").read_text())["init_from"] == str(source.run_dir)
     with pytest.raises(SystemExit):
         train(tmp_path, *more_steps, "--hidden", "8")
-    assert "that run's model differs from this one (hidden 16)" in capsys.readouterr().err
+    assert "that run's model differs from this one (hidden: 16 there, 8 here;" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["train", "--resume", str(started.run_dir), "--init-from", str(source.run_dir)])
     assert "--init-from starts a new run" in capsys.readouterr().err

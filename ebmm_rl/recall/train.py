@@ -76,9 +76,10 @@ SETTINGS_DEFAULTS: dict[str, Any] = {
 }
 """Run settings: they may change when a run is resumed (``init_from`` acts only when a run starts)."""
 RESUMABLE_CONFIG_KEYS = ("lr",)
-STEP_KEYS = ("write_steps", "read_steps")
-"""Model options in which an ``--init-from`` run may differ from its source (see :meth:`EBMM.fit_steps`)."""
 """Config keys that a resumed run may change: the learning rate, to go on at a lower one."""
+INIT_FROM_CHANGES = ("write_steps", "read_steps", "grad_mode")
+"""Model options in which an ``--init-from`` run may differ from its source: none changes a weight's shape (new steps
+repeat the source's last, see :meth:`EBMM.fit_steps`)."""
 ARGS_FILE = "args.yml"
 """The run settings of a run directory, read back by ``--resume``."""
 
@@ -259,20 +260,21 @@ def _initial_model(path: str, configs: list[dict[str, Any]], specs: list[dict[st
     if len(configs) > 1:
         raise UsageError("--init-from starts one model from another run's: pass one --memory-sizes value")
     payload = load_checkpoint(path)
-    source_config, source_spec, spec = payload["config"], payload["spec"], specs[0]
+
+    def options(config: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
+        return {"dataset": config["dataset"], "model": spec["model"], "energy": spec["energy"], **spec["energy_kwargs"],
+                **spec["kwargs"]}  # fmt: skip
+
+    source, target = options(payload["config"], payload["spec"]), options(configs[0], specs[0])
     differing = [
-        key
-        for key in ("dataset", "model", "memory", "energy", "hidden", "hop_dim", "hops", "image_size")
-        if source_config.get(key) != configs[0].get(key)
+        f"{key}: {source.get(key)!r} there, {target.get(key)!r} here"
+        for key in dict.fromkeys([*source, *target])
+        if key not in INIT_FROM_CHANGES and source.get(key) != target.get(key)
     ]
-    same_shapes = source_spec["energy_kwargs"] == spec["energy_kwargs"] and all(
-        source_spec["kwargs"].get(key) == value for key, value in spec["kwargs"].items() if key not in STEP_KEYS
-    )
-    if differing or source_spec["model"] != spec["model"] or not same_shapes:
-        described = ", ".join(f"{key} {source_config.get(key)!r}" for key in differing) or "its model options"
+    if differing:
         raise UsageError(
-            f"--init-from {path}: that run's model differs from this one ({described}); pass the same options "
-            "(only --write-steps and --read-steps may change)"
+            f"--init-from {path}: that run's model differs from this one ({'; '.join(differing)}); pass its options "
+            "(only --write-steps, --read-steps and --grad-mode may change)"
         )
     return payload["model"]
 
