@@ -165,8 +165,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--init-from",
         metavar="RUN_DIR",
         help="start from the trained model of another run (a new run: step 0, a fresh optimiser); the model options "
-        "must match it except --write-steps and --read-steps, whose new steps repeat the source's last, e.g. to go "
-        "on with --read-steps 10",
+        "must match it except --write-steps, --read-steps (new steps repeat the source's last) and --grad-mode, e.g. "
+        "to go on with --read-steps 10",
     )
     run.add_argument("--no-tensorboard", action="store_true", help="write no TensorBoard events")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
