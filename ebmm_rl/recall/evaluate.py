@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 from tqdm import tqdm
 
 from ebmm_rl.recall.baselines import RecallMemory
@@ -214,6 +215,14 @@ def plot_memory(rows: list[dict[str, Any]], n: int, task: Task, path: Path) -> N
         if points:
             _errorbar(axes, [p["memory_size"] for p in points], points, points[0]["label"] if len(points) == 1 else kind)
     axes.set_xscale("log")
+    # Label the evaluated sizes themselves (a log axis' own labels collide between powers of ten), skipping sizes
+    # within 15% of the previous label (e.g. MemNet's 256 beside EBMM's 258).
+    ticks: list[int] = []
+    for size in sorted({row["memory_size"] for row in rows if row["n_stored"] == n}):
+        if not ticks or size > 1.15 * ticks[-1]:
+            ticks.append(size)
+    axes.set_xticks(ticks, [f"{size:,}" for size in ticks])
+    axes.xaxis.set_minor_formatter(NullFormatter())
     axes.set_xlabel("memory size (floats)")
     axes.set_ylabel(task.metric.replace("_", " "))
     axes.set_title(f"{task.dataset}: {n} patterns stored, {_corruption_name(task)}")
