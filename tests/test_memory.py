@@ -91,6 +91,29 @@ def test_fit_steps_continues_a_trained_memory_with_more_or_fewer_steps():
         torch.testing.assert_close(other.theta_bar, source.theta_bar)
 
 
+def test_write_count_floor_keeps_each_pattern_s_weight_below_the_floor():
+    torch.manual_seed(0)
+    energy = MLPEnergy(DIM, hidden=16, fast_units=8, hops=2, hop_dim=16)
+    plain = EBMM(energy, write_steps=1, read_steps=2, projection=(-1.0, 1.0))
+    floored = EBMM(energy, write_steps=1, read_steps=2, projection=(-1.0, 1.0), write_count_floor=4)
+    floored.load_state_dict(plain.state_dict())
+    few, many = random_bits(3, 2), random_bits(3, 5, seed=1)
+    with torch.no_grad():
+        theta_bar = plain.theta_bar
+        plain_step = plain.write(plain.init_state(3), few).weights - theta_bar
+        floored_step = floored.write(floored.init_state(3), few).weights - theta_bar
+        torch.testing.assert_close(floored_step, plain_step * 2 / 4)  # one step from theta-bar: weight 1/4, not 1/2
+        at_or_above = floored.write(floored.init_state(3), many).weights  # 5 patterns >= 4: the plain mean
+        torch.testing.assert_close(at_or_above, plain.write(plain.init_state(3), many).weights)
+        padded = torch.cat([few, many[:, :3]], dim=1)  # 2 valid patterns, 3 masked ones
+        mask = torch.tensor([[True, True, False, False, False]]).expand(3, -1)
+        torch.testing.assert_close(floored.write(floored.init_state(3), padded, mask).weights, theta_bar + floored_step)
+        stream = floored.write_stream(floored.init_state(3), few).weights
+        torch.testing.assert_close(stream, plain.write_stream(plain.init_state(3), few).weights)
+    with pytest.raises(ValueError, match="write_count_floor must be >= 1"):
+        EBMM(energy, write_count_floor=0)
+
+
 def test_writing_makes_stored_patterns_low_energy_attractors():
     torch.manual_seed(0)
     memory = EBMM(MLPEnergy(DIM, hidden=32, fast_units=16, hops=2, hop_dim=32), write_steps=3, read_steps=3)

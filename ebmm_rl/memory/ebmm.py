@@ -71,6 +71,11 @@ class EBMM(nn.Module):
     :param alpha_init: initial weight of the gradient-norm term of the writing loss
     :param beta_init: initial weight of the prior term ||theta - theta_bar||^2 of the writing loss
     :param momentum_init: initial Nesterov momentum of the read
+    :param write_count_floor: a batch write averages its data terms over ``max(n, write_count_floor)`` patterns
+        instead of ``n``: with fewer patterns than that, each keeps the weight ``1 / write_count_floor``. Set it to the
+        N a memory is meta-trained at, so that it stores fewer patterns with the step sizes it learned for one pattern
+        in N (with the plain mean, 1, each of 16 patterns gets 4 times the step it was trained with at 64 and the write
+        overshoots). It changes nothing at N and above; streaming writes are unaffected.
     :param gradient_penalty: include the alpha ||grad_x E||^2 term of the writing loss (the paper). False drops it: a
         write step then needs no second derivatives of the energy and costs about half as much, which matters to
         agents that write at every environment step; alpha is then unused.
@@ -91,6 +96,7 @@ class EBMM(nn.Module):
         beta_init: float = 1e-2,
         momentum_init: float = 0.5,
         gradient_penalty: bool = True,
+        write_count_floor: int = 1,
     ) -> None:
         super().__init__()
         if not isinstance(energy, EnergyNet):
@@ -101,6 +107,8 @@ class EBMM(nn.Module):
         if projection is not None and not (len(projection) == 2 and projection[0] < projection[1]):
             raise ValueError(f"projection must be (low, high) with low < high, or None; got {projection}")
         self._check_grad_mode(grad_mode)
+        if write_count_floor < 1:
+            raise ValueError(f"write_count_floor must be >= 1 (1: the plain mean over the patterns), got {write_count_floor}")
         if not 0 < momentum_init < 1:
             raise ValueError(f"momentum_init must be in (0, 1), got {momentum_init}")
         self.energy = energy
@@ -110,6 +118,7 @@ class EBMM(nn.Module):
         self.projection = None if projection is None else (float(projection[0]), float(projection[1]))
         self.grad_mode = grad_mode
         self.gradient_penalty = gradient_penalty
+        self.write_count_floor = write_count_floor
 
         n_layers = len(energy.fast_layers)
         self.theta_bar = nn.Parameter(energy.initial_fast_weights())  # [memory_size]
@@ -237,7 +246,7 @@ class EBMM(nn.Module):
         self._check_state(state)
         batch = state.weights.shape[0]
         self._check_patterns(patterns, "patterns", batch)
-        pattern_weights = self._pattern_weights(mask, patterns.shape[:2], patterns)  # [batch, n]
+        pattern_weights = self._pattern_weights(mask, patterns.shape[:2], patterns, self.write_count_floor)  # [batch, n]
         mode = self._effective_mode(grad_mode)
         weights = state.weights
         lrs = self.write_lr
@@ -438,13 +447,14 @@ class EBMM(nn.Module):
         if mode not in GRAD_MODES:
             raise ValueError(f"grad_mode must be one of {GRAD_MODES}, got {mode!r}")
 
-    def _pattern_weights(self, mask: Tensor | None, shape: tuple[int, int], like: Tensor) -> Tensor:
-        """Per-memory averaging weights ``[batch, n]``: 1/n_valid for valid patterns, 0 for masked ones."""
+    def _pattern_weights(self, mask: Tensor | None, shape: tuple[int, int], like: Tensor, count_floor: int = 1) -> Tensor:
+        """Per-memory averaging weights ``[batch, n]``: 1/max(n_valid, count_floor) for valid patterns, 0 for masked
+        ones."""
         if mask is None:
-            return like.new_full(tuple(shape), 1.0 / shape[1])
+            return like.new_full(tuple(shape), 1.0 / max(shape[1], count_floor))
         self._check_mask(mask, shape)
         valid = mask.to(device=like.device, dtype=like.dtype)
-        return valid / valid.sum(dim=1, keepdim=True).clamp(min=1)
+        return valid / valid.sum(dim=1, keepdim=True).clamp(min=count_floor)
 
     @staticmethod
     def _check_mask(mask: Tensor, shape: tuple[int, int]) -> None:

@@ -77,9 +77,9 @@ SETTINGS_DEFAULTS: dict[str, Any] = {
 """Run settings: they may change when a run is resumed (``init_from`` acts only when a run starts)."""
 RESUMABLE_CONFIG_KEYS = ("lr",)
 """Config keys that a resumed run may change: the learning rate, to go on at a lower one."""
-INIT_FROM_CHANGES = ("write_steps", "read_steps", "grad_mode")
+INIT_FROM_CHANGES = ("write_steps", "read_steps", "grad_mode", "write_count_floor")
 """Model options in which an ``--init-from`` run may differ from its source: none changes a weight's shape (new steps
-repeat the source's last, see :meth:`EBMM.fit_steps`)."""
+repeat the source's last, see :meth:`EBMM.fit_steps`; runs from before ``write_count_floor`` existed have none)."""
 ARGS_FILE = "args.yml"
 """The run settings of a run directory, read back by ``--resume``."""
 
