@@ -306,7 +306,7 @@ def _train(
     optimizer = torch.optim.AdamW(model.parameters(), lr=config["lr"], weight_decay=config["weight_decay"])
     generator = torch.Generator().manual_seed(config["seed"])
     step, elapsed_before = 0, 0.0
-    if initial is not None and checkpoint is None:
+    if initial is not None:  # run() passes it; a resume passes its checkpoint instead
         model.load_state_dict(model.fit_steps(initial) if isinstance(model, EBMM) else initial)
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
