@@ -114,6 +114,22 @@ def test_modern_hopfield_masks_and_empty_memories(generator):
     torch.testing.assert_close(retrieved[1], patterns[1])  # nothing written: queries come back unchanged
 
 
+def test_capped_modern_hopfield_keeps_the_last_written_patterns(generator):
+    capped = ModernHopfield(DIM, slots=2)
+    patterns = binary_strings(2, 4, DIM, generator=generator)
+    mask = torch.tensor([[True, True, True, True], [True, True, False, False]])
+    state = capped.write(patterns, mask)
+    assert state.written.tolist() == [[False, False, True, True], [True, True, False, False]]
+    retrieved = capped.read(state, patterns)
+    torch.testing.assert_close(retrieved[0, 2:], patterns[0, 2:])  # kept: exact
+    torch.testing.assert_close(retrieved[1, :2], patterns[1, :2])  # masked slots do not push kept ones out
+    forgotten = retrieved[0, :2]
+    assert not any(torch.equal(forgotten[i], patterns[0, i]) for i in range(2))
+    assert capped.memory_size(4) == 2 * DIM and capped.memory_size(1) == DIM
+    with pytest.raises(ValueError, match="slots must be >= 1"):
+        ModernHopfield(DIM, slots=0)
+
+
 def test_memory_accounting():
     assert HopfieldNetwork(DIM).memory_size() == 8256  # the paper's budget for 128-bit strings
     assert all(HopfieldNetwork(DIM, rule=rule).memory_size(96) == 8256 for rule in HOPFIELD_RULES)

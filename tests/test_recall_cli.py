@@ -16,6 +16,9 @@ from ebmm_rl.recall.evaluate import FIELDS
 from ebmm_rl.recall.models import (
     BINARY_MEMORY,
     DATASET_DEFAULTS,
+    UsageError,
+    applicable_baselines,
+    build_baseline,
     build_model,
     fast_size,
     load_checkpoint,
@@ -58,13 +61,18 @@ def test_binary_round_trip(tmp_path):
     table = read_csv(out / "results.csv")
     assert tuple(table[0]) == FIELDS
     labels = {row["label"] for row in table}
-    assert labels == {"EBMM (m=68)", "Hopfield (Hebb)", "Hopfield (Storkey)", "Hopfield (pseudo-inverse)", "Modern Hopfield"}
+    assert labels == {
+        "EBMM (m=68)", "Hopfield (Hebb)", "Hopfield (Storkey)", "Hopfield (pseudo-inverse)", "Modern Hopfield",
+        "Modern Hopfield (capped)",
+    }  # fmt: skip
     assert len(table) == len(rows) == 2 * len(labels)
     for row in rows:
         assert row["batches"] == 4 and row["metric"] == "error_bits"
         assert 0 <= row["p5"] <= row["p95"] <= 128
     hebb = {row["n_stored"]: row["memory_size"] for row in rows if row["model"] == "hebb"}
     assert hebb == {4: BINARY_MEMORY, 8: BINARY_MEMORY}
+    capped = {row["n_stored"]: row["memory_size"] for row in rows if row["model"] == "modern_hopfield_capped"}
+    assert capped == {4: 4 * 128, 8: 8 * 128}  # under the protocol's 64 strings: everything is kept
     summary = json.loads((out / "results.json").read_text())
     assert summary["results"] == rows and summary["settings"]["corruption"] == "erase 64 of 128 bits"
     for name in ("distortion_vs_memory.png", "error_vs_n.png"):
@@ -82,7 +90,9 @@ def test_digits_round_trip_with_memnet_and_memory_sweep(tmp_path):
 
     runs = [str(result.run_dir) for result in [*ebmms, memnet]]
     rows = evaluate(tmp_path, "--dataset", "digits", "--checkpoints", *runs, "--n-stored", "4")
-    assert {row["label"] for row in rows} == {"EBMM (m=34)", "EBMM (m=68)", "MemNet (m=32)", "Modern Hopfield"}
+    assert {row["label"] for row in rows} == {
+        "EBMM (m=34)", "EBMM (m=68)", "MemNet (m=32)", "Modern Hopfield", "Modern Hopfield (capped)",
+    }  # fmt: skip
     assert {row["metric"] for row in rows} == {"squared_error"}
     assert {row["corruption"] for row in rows} == {"occlude 4x4"}  # block = 8 // 2
     out = tmp_path / "results"
@@ -246,3 +256,12 @@ def test_bad_options_are_usage_errors(tmp_path, capsys):
         with pytest.raises(SystemExit):
             main([*argv, "--run-dir", str(tmp_path / "runs")] if argv[0] == "train" else argv)
         assert message in capsys.readouterr().err, argv
+
+
+def test_capped_modern_hopfield_holds_the_datasets_default_memory():
+    assert build_baseline("modern_hopfield_capped", load_task("binary", "test")).slots == BINARY_MEMORY // 128 == 64
+    assert build_baseline("modern_hopfield_capped", load_task("digits", "test")).slots == 2064 // 64
+    too_large = load_task("digits", "test", image_size=64)  # 4,096 floats per image > 2,064
+    assert applicable_baselines(too_large) == ["modern_hopfield"]
+    with pytest.raises(UsageError, match="holds no 4096-float pattern; use modern_hopfield"):
+        build_baseline("modern_hopfield_capped", too_large)

@@ -265,28 +265,34 @@ class ModernHopfield:
     """Modern continuous Hopfield network (Ramsauer et al., "Hopfield Networks is All You Need", ICLR 2021):
     stores the patterns themselves and retrieves with ``xi <- X^T softmax(beta X xi)``.
 
-    Memory: ``n * dim`` floats, the patterns themselves (it cannot compress). One update usually converges
-    (Ramsauer et al.); ``iterations`` applies a few. A memory with no written pattern returns the queries unchanged.
+    Memory: ``n * dim`` floats, the patterns themselves (it cannot compress). With ``slots`` it keeps only the last
+    ``slots`` written patterns, so it fits a fixed memory budget like the other models (the rest are forgotten). One
+    update usually converges (Ramsauer et al.); ``iterations`` applies a few. A memory with no written pattern returns
+    the queries unchanged.
 
     :param dim: pattern size
     :param beta: inverse temperature; larger separates stored patterns better (1 suits +-1 strings of 128 bits)
     :param iterations: number of update steps of a read
+    :param slots: most patterns kept (the last written), or None for all
     """
 
-    def __init__(self, dim: int, beta: float = 1.0, iterations: int = 3) -> None:
+    def __init__(self, dim: int, beta: float = 1.0, iterations: int = 3, slots: int | None = None) -> None:
         if dim < 1:
             raise ValueError(f"dim must be a positive pattern size, got {dim}")
         if beta <= 0:
             raise ValueError(f"beta must be > 0, got {beta}")
         if iterations < 1:
             raise ValueError(f"iterations must be >= 1, got {iterations}")
+        if slots is not None and slots < 1:
+            raise ValueError(f"slots must be >= 1 (or None to keep every pattern), got {slots}")
         self.dim = dim
         self.beta = beta
         self.iterations = iterations
+        self.slots = slots
 
     def memory_size(self, n_patterns: int) -> int:
-        """``n_patterns * dim``: every stored pattern."""
-        return n_patterns * self.dim
+        """``kept * dim``: every kept pattern."""
+        return (n_patterns if self.slots is None else min(n_patterns, self.slots)) * self.dim
 
     def write(self, patterns: Tensor, mask: Tensor | None = None) -> SlotState:
         """Store the patterns as they are.
@@ -296,7 +302,11 @@ class ModernHopfield:
         :return: state with slots ``[batch, n, dim]``
         """
         _check_patterns(patterns, "patterns", self.dim)
-        return SlotState(patterns, _written_mask(mask, patterns))
+        written = _written_mask(mask, patterns)
+        if self.slots is not None:
+            written_from_here = written.flip(1).cumsum(dim=1).flip(1)  # [batch, n] written patterns at or after each
+            written = written & (written_from_here <= self.slots)
+        return SlotState(patterns, written)
 
     def read(self, state: SlotState, queries: Tensor) -> Tensor:
         """:param queries: ``[batch, m, dim]`` :return: ``[batch, m, dim]``"""

@@ -35,6 +35,7 @@ from ebmm_rl.recall.models import (
     DATASETS,
     Task,
     UsageError,
+    applicable_baselines,
     build_baseline,
     check_choice,
     load_model,
@@ -120,8 +121,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> list[dict[str, Any]]:
     image_size = args.image_size or (image_sizes.pop() if len(image_sizes) == 1 else None)
     task = load_task(dataset, "test", image_size, args.corruption, args.corrupt_bits, args.block, args.data_root)
     entries = [_trained_entry(model.to(args.device), config, task, args.device) for model, config in trained]
-    applicable = [name for name in BASELINES if task.two_valued or name == "modern_hopfield"]
-    for name in applicable if args.baselines is None else args.baselines:
+    for name in applicable_baselines(task) if args.baselines is None else args.baselines:
         baseline = build_baseline(name, task, sweeps=args.hopfield_sweeps, beta=args.modern_beta)
         entries.append(Entry(BASELINE_LABELS[name], name, baseline))
     if not entries:

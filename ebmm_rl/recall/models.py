@@ -347,13 +347,32 @@ class SignedRecall:
         return self.inner.memory_size(n_patterns)
 
 
-BASELINES: tuple[str, ...] = ("hebb", "storkey", "pseudo_inverse", "modern_hopfield")
+BASELINES: tuple[str, ...] = ("hebb", "storkey", "pseudo_inverse", "modern_hopfield", "modern_hopfield_capped")
 BASELINE_LABELS = {
     "hebb": "Hopfield (Hebb)",
     "storkey": "Hopfield (Storkey)",
     "pseudo_inverse": "Hopfield (pseudo-inverse)",
     "modern_hopfield": "Modern Hopfield",
+    "modern_hopfield_capped": "Modern Hopfield (capped)",
 }
+"""``modern_hopfield`` stores every pattern (``n * dim`` floats); ``modern_hopfield_capped`` keeps the last
+patterns that fit the dataset's default memory (binary: 8,256 floats = 64 strings, the protocol's budget)."""
+
+
+def capped_slots(task: Task) -> int:
+    """Patterns of ``task`` that fit its dataset's default memory: the capped modern Hopfield network's slots."""
+    return DATASET_DEFAULTS[task.dataset]["memory"] // task.dim
+
+
+def applicable_baselines(task: Task) -> list[str]:
+    """The baselines that can run on ``task``: classical Hopfield rules need two-valued data, the capped modern
+    Hopfield network needs room for one pattern."""
+    return [
+        name
+        for name in BASELINES
+        if (task.two_valued or name.startswith("modern_hopfield"))
+        and (name != "modern_hopfield_capped" or capped_slots(task) >= 1)
+    ]
 
 
 def build_baseline(name: str, task: Task, sweeps: int = 10, beta: float = 1.0) -> RecallMemory:
@@ -366,6 +385,14 @@ def build_baseline(name: str, task: Task, sweeps: int = 10, beta: float = 1.0) -
     check_choice(name, BASELINES, "baseline")
     if name == "modern_hopfield":
         return ModernHopfield(task.dim, beta=beta)
+    if name == "modern_hopfield_capped":
+        slots = capped_slots(task)
+        if slots < 1:
+            raise UsageError(
+                f"{task.dataset}'s default memory ({DATASET_DEFAULTS[task.dataset]['memory']} floats) holds no "
+                f"{task.dim}-float pattern; use modern_hopfield"
+            )
+        return ModernHopfield(task.dim, beta=beta, slots=slots)
     if not task.two_valued:
         raise UsageError(f"classical Hopfield networks store two-valued patterns; {task.dataset} images are grey")
     hopfield = HopfieldNetwork(task.dim, rule=name, sweeps=sweeps)
