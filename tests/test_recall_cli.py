@@ -149,6 +149,7 @@ def test_init_from_starts_a_new_run_from_a_trained_model_with_more_read_steps(tm
     more_steps = [*args, "--read-steps", "4", "--init-from", str(source.run_dir)]
     (started,) = train(tmp_path, *more_steps, "--steps", "1", "--time-limit", "0")  # saves before its first step
     assert started.run_dir != source.run_dir and started.step == 0
+    assert "step 0/1, no meta-step in this start, 0.00 steps/s; time limit" in capsys.readouterr().out
     before, after = load_checkpoint(source.run_dir), load_checkpoint(started.run_dir)
     assert after["config"]["read_steps"] == 4 and after["spec"]["kwargs"]["read_steps"] == 4
     torch.testing.assert_close(after["model"]["theta_bar"], before["model"]["theta_bar"])

@@ -369,9 +369,12 @@ def _train(
     status = "done"
     if interrupted or timed_out:
         status = f"{'interrupted' if interrupted else 'time limit'}; continue with `{PROGRAM} --resume {run_dir}`"
+    measured = [f"loss {loss:.4g}"] if step > start_step else ["no meta-step in this start"]
+    if error == error:  # not NaN: a batch was scored (every --log-every steps and at the last step)
+        measured.append(f"{task.metric} {error:.4g}")
     print(
         f"{config['model']} on {config['dataset']} (memory {memory_size} floats): step {step}/{settings['steps']}, "
-        f"loss {loss:.4g}, {task.metric} {error:.4g}, {speed:.2f} steps/s; {status}; checkpoint {checkpoint_file}"
+        f"{', '.join(measured)}, {speed:.2f} steps/s; {status}; checkpoint {checkpoint_file}"
     )
     return TrainResult(run_dir, checkpoint_file, step, memory_size, loss, error, interrupted)
 
