@@ -37,9 +37,7 @@ ACTING_FIELDS = ("device", "agent", "probe_step", "median_predict_s", "ratio_to_
 TRAINING_FIELDS = ("device", "agent", "n_envs", "train_steps", "seconds", "fps")
 
 
-def build_model(
-    agent_name: str, n_envs: int, corridor_length: int, device: torch.device, overrides: list[str], seed: int = 0
-):
+def build_model(agent_name: str, n_envs: int, corridor_length: int, device: torch.device, overrides: list[str], seed: int = 0):
     """An untrained model of an agent with its config for :data:`ENV_ID` (plus ``overrides``, ``key=value``), on envs
     with the given hallway."""
     agent = get_agent(agent_name)
@@ -61,9 +59,7 @@ def memory_floats(model) -> int:
     return 0
 
 
-def time_acting(
-    agent_name: str, episode_steps: int, device: torch.device, overrides: list[str]
-) -> tuple[list[float], int]:
+def time_acting(agent_name: str, episode_steps: int, device: torch.device, overrides: list[str]) -> tuple[list[float], int]:
     """Seconds per ``predict`` call at each step of one episode whose hallway has ``episode_steps`` cells."""
     model, env = build_model(agent_name, 1, episode_steps, device, overrides)
     try:
@@ -85,9 +81,7 @@ def time_acting(
         env.close()
 
 
-def time_training(
-    agent_name: str, n_envs: int, train_steps: int, device: torch.device, overrides: list[str]
-) -> float:
+def time_training(agent_name: str, n_envs: int, train_steps: int, device: torch.device, overrides: list[str]) -> float:
     """Seconds of ``learn(train_steps)`` after one warm-up rollout and update."""
     model, env = build_model(agent_name, n_envs, 200, device, overrides)
     try:

@@ -49,9 +49,7 @@ class EBMMCell(nn.Module):
         start = episode_start.to(device=state.weights.device, dtype=torch.bool)[:, None]  # [batch, 1]
         return MemoryState(torch.where(start, self.memory.theta_bar.expand_as(state.weights), state.weights))
 
-    def forward(
-        self, pattern: Tensor, state: MemoryState, episode_start: Tensor | None = None
-    ) -> tuple[Tensor, MemoryState]:
+    def forward(self, pattern: Tensor, state: MemoryState, episode_start: Tensor | None = None) -> tuple[Tensor, MemoryState]:
         """One time step.
 
         :param pattern: ``[batch, dim]`` this step's pattern
