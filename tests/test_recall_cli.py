@@ -266,3 +266,13 @@ def test_capped_modern_hopfield_holds_the_datasets_default_memory():
     assert applicable_baselines(too_large) == ["modern_hopfield"]
     with pytest.raises(UsageError, match="holds no 4096-float pattern; use modern_hopfield"):
         build_baseline("modern_hopfield_capped", too_large)
+
+
+def test_no_gradient_penalty_reaches_the_model_and_may_change_with_init_from(tmp_path):
+    args = ["--dataset", "binary", *TINY, "--memory-sizes", "34", "--n-stored", "4", "--no-tensorboard"]
+    (plain,) = train(tmp_path, *args, "--no-gradient-penalty", "--steps", "1")
+    payload = load_checkpoint(plain.run_dir)
+    assert payload["config"]["gradient_penalty"] is False and build_model(payload["spec"]).gradient_penalty is False
+    (penalised,) = train(tmp_path, *args, "--init-from", str(plain.run_dir), "--steps", "1", "--time-limit", "0")
+    payload = load_checkpoint(penalised.run_dir)
+    assert payload["config"]["gradient_penalty"] is True and build_model(payload["spec"]).gradient_penalty is True

@@ -284,6 +284,7 @@ def model_spec(task: Task, config: dict[str, Any]) -> dict[str, Any]:
         "read_steps": config["read_steps"],
         "projection": task.projection,
         "grad_mode": config["grad_mode"],
+        "gradient_penalty": config.get("gradient_penalty", True),  # runs from before the option have no key
         "write_count_floor": config["n_stored"],  # fewer patterns keep the step sizes learned for this many
     }
     return {"model": model, "energy": energy, "energy_kwargs": energy_kwargs, "kwargs": kwargs}

@@ -56,6 +56,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "write_steps": 5,
     "read_steps": 5,
     "grad_mode": "second_order",
+    "gradient_penalty": True,
     "write": "batch",
     "seed": 0,
     "data_root": None,
@@ -64,7 +65,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
 """Defaults of the config keys that do not depend on the dataset (those are in ``DATASET_DEFAULTS``). The paper
 uses lr 5e-5 over 2e6 updates; 1e-3 suits runs of a few thousand steps."""
 CONFIG_KEYS = ("dataset", *TRAIN_DEFAULTS, *DATASET_DEFAULTS["binary"])
-EBMM_ONLY_KEYS = ("energy", "hop_dim", "hops", "write_steps", "read_steps", "grad_mode", "write")
+EBMM_ONLY_KEYS = ("energy", "hop_dim", "hops", "write_steps", "read_steps", "grad_mode", "gradient_penalty", "write")
 SETTINGS_DEFAULTS: dict[str, Any] = {
     "steps": 1000,
     "time_limit": None,
@@ -77,7 +78,7 @@ SETTINGS_DEFAULTS: dict[str, Any] = {
 """Run settings: they may change when a run is resumed (``init_from`` acts only when a run starts)."""
 RESUMABLE_CONFIG_KEYS = ("lr",)
 """Config keys that a resumed run may change: the learning rate, to go on at a lower one."""
-INIT_FROM_CHANGES = ("write_steps", "read_steps", "grad_mode", "write_count_floor")
+INIT_FROM_CHANGES = ("write_steps", "read_steps", "grad_mode", "gradient_penalty", "write_count_floor")
 """Model options in which an ``--init-from`` run may differ from its source: none changes a weight's shape (new steps
 repeat the source's last, see :meth:`EBMM.fit_steps`; runs from before ``write_count_floor`` existed have none)."""
 ARGS_FILE = "args.yml"
@@ -131,6 +132,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     config.add_argument("--write-steps", type=int, help="EBMM write steps (default 5)")
     config.add_argument("--read-steps", type=int, help="EBMM read steps (default 5, the paper's)")
     config.add_argument("--grad-mode", choices=GRAD_MODES[:2], help="meta-gradient (default second_order, the paper's)")
+    config.add_argument(
+        "--gradient-penalty",
+        action=argparse.BooleanOptionalAction,
+        help="include alpha ||grad_x E||^2 in the EBMM's writing loss (default: on, the paper's); "
+        "--no-gradient-penalty makes a meta-step about 2x cheaper",
+    )
     config.add_argument("--write", choices=("batch", "stream"), help="EBMM write rule (default batch, the paper's)")
     config.add_argument(
         "--corruption",
@@ -165,7 +172,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--init-from",
         metavar="RUN_DIR",
         help="start from the trained model of another run (a new run: step 0, a fresh optimiser); the model options "
-        "must match it except --write-steps, --read-steps (new steps repeat the source's last) and --grad-mode, e.g. "
+        "must match it except --write-steps, --read-steps (new steps repeat the source's last), --grad-mode and "
+        "--[no-]gradient-penalty, e.g. "
         "to go on with --read-steps 10",
     )
     run.add_argument("--no-tensorboard", action="store_true", help="write no TensorBoard events")
@@ -274,7 +282,7 @@ def _initial_model(path: str, configs: list[dict[str, Any]], specs: list[dict[st
     if differing:
         raise UsageError(
             f"--init-from {path}: that run's model differs from this one ({'; '.join(differing)}); pass its options "
-            "(only --write-steps, --read-steps and --grad-mode may change)"
+            "(only --write-steps, --read-steps, --grad-mode and --[no-]gradient-penalty may change)"
         )
     return payload["model"]
 
