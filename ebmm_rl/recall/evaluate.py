@@ -50,6 +50,7 @@ IMAGE_N_STORED = (64,)
 """The paper's batches of 64 images."""
 FIELDS = ("dataset", "model", "label", "n_stored", "memory_size", "metric", "mean", "p5", "p95", "batches", "corruption")
 GRID_IMAGES = 8
+LINE_STYLES = ("-", "--", ":", "-.")
 
 
 @dataclass(frozen=True)
@@ -303,7 +304,9 @@ def _corruption_name(task: Task) -> str:
 
 def _errorbar(axes: Any, x: list[float], points: list[dict[str, Any]], label: str) -> None:
     """Means joined by a line, with a bar from the 5th to the 95th percentile (which need not contain the mean)."""
-    (line,) = axes.plot(x, [p["mean"] for p in points], marker="o", label=label)
+    # The colour cycle has 10 colours: each further round of models gets another line style and marker.
+    cycle = len(axes.get_lines()) // 10 % len(LINE_STYLES)
+    (line,) = axes.plot(x, [p["mean"] for p in points], marker="os^D"[cycle], linestyle=LINE_STYLES[cycle], label=label)
     axes.vlines(x, [p["p5"] for p in points], [p["p95"] for p in points], color=line.get_color(), alpha=0.5)
 
 
