@@ -15,6 +15,7 @@ own run directory ``<run-dir>/recall__<dataset>__<model>__m<memory>__<seed>__<ti
 from __future__ import annotations
 
 import argparse
+import math
 import shlex
 import time
 from dataclasses import dataclass
@@ -173,8 +174,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="RUN_DIR",
         help="start from the trained model of another run (a new run: step 0, a fresh optimiser); the model options "
         "must match it except --write-steps, --read-steps (new steps repeat the source's last), --grad-mode and "
-        "--[no-]gradient-penalty, e.g. "
-        "to go on with --read-steps 10",
+        "--[no-]gradient-penalty, e.g. to go on with --read-steps 10",
     )
     run.add_argument("--no-tensorboard", action="store_true", help="write no TensorBoard events")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -378,7 +378,7 @@ def _train(
     if interrupted or timed_out:
         status = f"{'interrupted' if interrupted else 'time limit'}; continue with `{PROGRAM} --resume {run_dir}`"
     measured = [f"loss {loss:.4g}"] if step > start_step else ["no meta-step in this start"]
-    if error == error:  # not NaN: a batch was scored (every --log-every steps and at the last step)
+    if not math.isnan(error):  # a batch is scored every --log-every steps and at the last step
         measured.append(f"{task.metric} {error:.4g}")
     print(
         f"{config['model']} on {config['dataset']} (memory {memory_size} floats): step {step}/{settings['steps']}, "
