@@ -102,6 +102,24 @@ def test_digits_round_trip_with_memnet_and_memory_sweep(tmp_path):
     assert not (out / "error_vs_n.png").exists()  # a single n
 
 
+def test_unstored_control_tells_recall_from_completion(tmp_path):
+    rows = evaluate(tmp_path, "--dataset", "binary", "--baselines", "pseudo_inverse", "modern_hopfield", "--n-stored", "4")
+    assert len(rows) == 2
+    for row in rows:
+        # Under capacity both return the stored string; queried with an unstored one, they return some stored string,
+        # which differs from it in about half of its 128 bits.
+        assert row["mean"] < 1 and row["unstored_mean"] > 40, row
+    assert {row["unstored_mean"] for row in read_csv(tmp_path / "results" / "results.csv")} != {""}
+
+
+def test_unstored_control_is_left_empty_when_the_split_is_too_small(tmp_path):
+    test_images = load_task("digits", "test").images.shape[0]
+    n = test_images // 2 + 1  # n distinct images exist, 2n do not
+    (row,) = evaluate(tmp_path, "--dataset", "digits", "--baselines", "modern_hopfield", "--n-stored", str(n))
+    assert row["unstored_mean"] is None and row["mean"] >= 0
+    assert read_csv(tmp_path / "results" / "results.csv")[0]["unstored_mean"] == ""
+
+
 def test_augmented_training_transforms_train_images_only(tmp_path):
     (result,) = train(tmp_path, "--dataset", "digits", *TINY, "--memory-sizes", "34", "--n-stored", "4", "--steps", "2",
                       "--augment")  # fmt: skip

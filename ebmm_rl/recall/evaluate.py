@@ -48,7 +48,24 @@ BINARY_N_STORED = (16, 32, 48, 64, 96)
 """Table 1's numbers of stored strings."""
 IMAGE_N_STORED = (64,)
 """The paper's batches of 64 images."""
-FIELDS = ("dataset", "model", "label", "n_stored", "memory_size", "metric", "mean", "p5", "p95", "batches", "corruption")
+FIELDS = (
+    "dataset",
+    "model",
+    "label",
+    "n_stored",
+    "memory_size",
+    "metric",
+    "mean",
+    "p5",
+    "p95",
+    "batches",
+    "corruption",
+    "unstored_mean",
+)
+"""Columns of results.csv. ``unstored_mean``: the mean error of queries made from patterns of the same split that the
+memory did NOT store (see :func:`evaluate_unstored`); a memory retrieves what it stored, so this error should be far
+above ``mean``. Where the two are close, the model is completing queries from what it learned about the data, not
+recalling them. Empty where the split is too small to draw ``2 n`` distinct patterns."""
 GRID_IMAGES = 8
 LINE_STYLES = ("-", "--", ":", "-.")
 
@@ -134,6 +151,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> list[dict[str, Any]]:
 
     started = time.perf_counter()
     errors = evaluate(task, entries, n_stored, args.batches, args.chunk, args.seed, not args.no_progress)
+    unstored = evaluate_unstored(task, entries, n_stored, args.batches, args.chunk, args.seed)
     rows = [
         {
             "dataset": dataset,
@@ -147,6 +165,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> list[dict[str, Any]]:
             "p95": values.quantile(0.95).item(),
             "batches": len(values),
             "corruption": _corruption_name(task),
+            "unstored_mean": unstored[entry, n].mean().item() if (entry, n) in unstored else None,
         }
         for (entry, n), values in errors.items()
     ]
@@ -203,6 +222,33 @@ def evaluate(
             for entry in entries:
                 retrieved = _retrieve(entry, patterns, queries)
                 errors[entry, n].append(task.error(retrieved, patterns))
+    return {key: torch.cat(values) for key, values in errors.items()}
+
+
+def evaluate_unstored(
+    task: Task, entries: list[Entry], n_stored: tuple[int, ...] | list[int], batches: int, chunk: int, seed: int
+) -> dict[tuple[Entry, int], torch.Tensor]:
+    """The control of :func:`evaluate`: per memory, ``2 n`` distinct patterns are drawn, the first ``n`` are stored
+    and corrupted versions of the other ``n`` are the queries, scored against those unstored originals. A memory should
+    fail here; a model that completes queries from its slow weights alone scores as well as on stored patterns.
+
+    Memories and queries come from their own generator (``seed + 1``), so :func:`evaluate`'s draws stay the same.
+
+    :return: ``{(entry, n): errors [batches]}`` for every ``n`` whose ``2 n`` distinct patterns the split holds
+    """
+    generator = torch.Generator().manual_seed(seed + 1)
+    available = n_stored if task.images is None else [n for n in n_stored if 2 * n <= task.images.shape[0]]
+    errors: dict[tuple[Entry, int], list[torch.Tensor]] = {(entry, n): [] for n in available for entry in entries}
+    with torch.no_grad():
+        for n in available:
+            for done in range(0, batches, chunk):
+                drawn = task.sample(min(chunk, batches - done), 2 * n, generator)  # [size, 2n, dim], distinct per memory
+                stored, unstored = drawn[:, :n], drawn[:, n:]
+                queries = task.corrupt(unstored, generator)
+                for entry in entries:
+                    state = entry.memory.write(stored.to(entry.device))
+                    retrieved = entry.memory.read(state, queries.to(entry.device)).cpu()
+                    errors[entry, n].append(task.error(retrieved, unstored))
     return {key: torch.cat(values) for key, values in errors.items()}
 
 
@@ -313,8 +359,14 @@ def _errorbar(axes: Any, x: list[float], points: list[dict[str, Any]], label: st
 def _print_table(rows: list[dict[str, Any]], metric: str) -> None:
     n_values = sorted({row["n_stored"] for row in rows})
     labels = list(dict.fromkeys(row["label"] for row in rows))
-    cells = {(row["label"], row["n_stored"]): row["mean"] for row in rows}
+    cells = {(row["label"], row["n_stored"]): row for row in rows}
     width = max(len(label) for label in labels) + 2
-    print(f"{metric} (mean) by patterns stored".ljust(width) + "".join(f"{n:>9}" for n in n_values))
+    print(f"{metric} (mean) by patterns stored; (querying unstored patterns)".ljust(width))
+    print("".ljust(width) + "".join(f"{n:>20}" for n in n_values))
     for label in labels:
-        print(label.ljust(width) + "".join(f"{cells[label, n]:>9.3f}" for n in n_values))
+        print(label.ljust(width) + "".join(_cell(cells[label, n]) for n in n_values))
+
+
+def _cell(row: dict[str, Any]) -> str:
+    unstored = "" if row["unstored_mean"] is None else f" ({row['unstored_mean']:.3f})"
+    return f"{row['mean']:.3f}{unstored}".rjust(20)
