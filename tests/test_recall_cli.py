@@ -134,6 +134,33 @@ def test_augmented_training_transforms_train_images_only(tmp_path):
     assert not in_split.all()  # transformed copies, not only the split's images
 
 
+def test_random_memories_mix_random_binary_images_into_training_only(tmp_path):
+    (result,) = train(tmp_path, "--dataset", "digits", *TINY, "--memory-sizes", "34", "--n-stored", "4", "--steps", "2",
+                      "--random-memories", "0.5")  # fmt: skip
+    assert load_checkpoint(result.run_dir)["config"]["random_memories"] == 0.5
+    rows = evaluate(tmp_path, "--dataset", "digits", "--checkpoints", str(result.run_dir), "--n-stored", "4", "--baselines")
+    assert [row["label"] for row in rows] == ["EBMM (m=34, 0.5 random)"]
+
+    task = load_task("digits", "train", random_memories=0.5)
+    samples = task.sample(400, 8, torch.Generator().manual_seed(0))  # [memories, n, 64]
+    in_split = (samples.reshape(-1, 1, 64) == task.images[None]).all(-1).any(-1).reshape(400, 8).all(-1)  # [memories]
+    binary = ((samples == 0) | (samples == 1)).all(-1).all(-1)
+    assert 0.4 < (~in_split).float().mean() < 0.6  # about half the memories are random
+    assert binary[~in_split].all()  # random memories hold binary images
+    random_density = samples[~in_split].mean()
+    assert abs(random_density - task.images.mean()) < 0.02  # of the split's mean intensity
+    assert load_task("digits", "train").random_memories == 0
+
+
+def test_random_memories_usage_errors(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        train(tmp_path, "--dataset", "digits", *TINY, "--memory-sizes", "34", "--steps", "1", "--random-memories", "2")
+    assert "random_memories is a fraction of memories, in [0, 1]; got 2.0" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        train(tmp_path, "--dataset", "binary", *TINY, "--memory-sizes", "34", "--steps", "1", "--random-memories", "0.5")
+    assert "binary strings are random already; drop --random-memories" in capsys.readouterr().err
+
+
 def test_resume_continues_the_run_exactly(tmp_path):
     args = ["--dataset", "binary", *TINY, "--memory-sizes", "34", "--n-stored", "4", "--no-tensorboard"]
     (straight,) = train(tmp_path, *args, "--steps", "4")

@@ -323,7 +323,9 @@ def _trained_entry(model: torch.nn.Module, config: dict[str, Any], task: Task, d
         raise UsageError(f"a model of {view.dim}-value patterns cannot read {task.dim}-value ones; check --image-size")
     name = "EBMM" if config["model"] == "ebmm" else "MemNet"
     augmented = ", augmented" if config.get("augment") else ""
-    return Entry(f"{name} (m={view.memory_size(config['n_stored'])}{augmented})", config["model"], view, device)
+    random_memories = f", {config['random_memories']:g} random" if config.get("random_memories") else ""
+    label = f"{name} (m={view.memory_size(config['n_stored'])}{augmented}{random_memories})"
+    return Entry(label, config["model"], view, device)
 
 
 def _unique_labels(entries: list[Entry]) -> list[Entry]:

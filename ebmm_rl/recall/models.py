@@ -124,6 +124,10 @@ class Task:
     :param block: side of the occluded square of an image query
     :param augment_shift: None, or sample images under random symmetries of the square and shifts of up to this
         many pixels (:func:`ebmm_rl.recall.datasets.augment_images`; training only)
+    :param random_memories: fraction of sampled memories whose patterns are random binary images (each pixel 1 with
+        the split's mean intensity as probability) instead of the split's images (training only). Their queries can
+        be completed only from what was written, which pushes meta-training towards storing patterns rather than
+        completing them from the slow weights' knowledge of the split.
     """
 
     dataset: str
@@ -133,6 +137,7 @@ class Task:
     corrupt_bits: int | None
     block: int | None
     augment_shift: int | None = None
+    random_memories: float = 0.0
 
     @property
     def dim(self) -> int:
@@ -158,9 +163,13 @@ class Task:
         if self.images is None:
             return binary_strings(batch, n, BINARY_DIM, generator=generator)
         patterns = sample_batches(self.images, batch, n, generator=generator)
-        if self.augment_shift is None:
+        if self.augment_shift is not None:
+            patterns = augment_images(patterns, self.image_shape, self.augment_shift, generator=generator)
+        if self.random_memories == 0:
             return patterns
-        return augment_images(patterns, self.image_shape, self.augment_shift, generator=generator)
+        random_images = (torch.rand(patterns.shape, generator=generator) < self.images.mean()).to(patterns)
+        chosen = torch.rand(batch, generator=generator) < self.random_memories  # [batch]
+        return torch.where(chosen[:, None, None], random_images, patterns)
 
     def corrupt(self, patterns: Tensor, generator: torch.Generator) -> Tensor:
         """Queries from stored patterns: ``[batch, n, dim] -> [batch, n, dim]``."""
@@ -195,6 +204,7 @@ def load_task(
     block: int | None = None,
     data_root: str | Path | None = None,
     augment: bool = False,
+    random_memories: float = 0.0,
 ) -> Task:
     """A dataset's split with its corruption; options left None take :data:`DATASET_DEFAULTS`.
 
@@ -207,8 +217,11 @@ def load_task(
     :param data_root: where the Omniglot and CIFAR-10 archives are (default ``~/.cache/ebmm_rl``)
     :param augment: images under random symmetries of the square and shifts of up to ``max(1, size // 8)`` pixels
         (see :data:`AUGMENT_SHIFT_DIVISOR`), for training
+    :param random_memories: fraction of memories of random binary images (see :class:`Task`), for training
     """
     check_choice(dataset, DATASETS, "dataset")
+    if not 0 <= random_memories <= 1:
+        raise UsageError(f"random_memories is a fraction of memories, in [0, 1]; got {random_memories}")
     defaults = DATASET_DEFAULTS[dataset]
     corruption = corruption or defaults["corruption"]
     if dataset == "binary":
@@ -218,6 +231,8 @@ def load_task(
             raise UsageError(f"corrupt_bits must be in [0, {BINARY_DIM}], got {bits}")
         if augment:
             raise UsageError("augmentation transforms images; binary strings are drawn fresh every step, drop --augment")
+        if random_memories:
+            raise UsageError("binary strings are random already; drop --random-memories")
         return Task(dataset, None, None, corruption, bits, None)
     if corruption != IMAGE_CORRUPTION:
         raise UsageError(f"images are corrupted by occlusion only (corruption {IMAGE_CORRUPTION!r}), got {corruption!r}")
@@ -234,7 +249,7 @@ def load_task(
     if not 0 < block <= size:
         raise UsageError(f"block must be in [1, {size}] for {size}x{size} images, got {block}")
     shift = max(1, size // AUGMENT_SHIFT_DIVISOR) if augment else None
-    return Task(dataset, data.images, data.image_shape, corruption, None, block, shift)
+    return Task(dataset, data.images, data.image_shape, corruption, None, block, shift, random_memories)
 
 
 # ---------------------------------------------------------------------------------------------- models

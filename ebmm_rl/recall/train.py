@@ -62,6 +62,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "data_root": None,
     "augment": False,
+    "random_memories": 0.0,
 }
 """Defaults of the config keys that do not depend on the dataset (those are in ``DATASET_DEFAULTS``). The paper
 uses lr 5e-5 over 2e6 updates; 1e-3 suits runs of a few thousand steps."""
@@ -153,6 +154,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         default=None,
         help="train on images under random rotations, mirrors and shifts (the test split stays as is)",
+    )
+    config.add_argument(
+        "--random-memories",
+        type=float,
+        metavar="FRACTION",
+        help="fraction of training memories that hold random binary images instead of the split's (default 0); "
+        "they can only be recalled by storing, not completed from what the model knows of the data",
     )
     config.add_argument("--data-root", help="directory of the Omniglot/CIFAR-10 archives (default ~/.cache/ebmm_rl)")
 
@@ -289,8 +297,12 @@ def _initial_model(path: str, configs: list[dict[str, Any]], specs: list[dict[st
 
 def _train_task(config: dict[str, Any]) -> Task:
     options = ("image_size", "corruption", "corrupt_bits", "block", "data_root")
-    augment = bool(config.get("augment"))  # runs from before the option have no key
-    return load_task(config["dataset"], "train", **{key: config.get(key) for key in options}, augment=augment)
+    # Runs from before these options have no key.
+    augment, random_memories = bool(config.get("augment")), config.get("random_memories", 0.0)
+    return load_task(
+        config["dataset"], "train", **{key: config.get(key) for key in options}, augment=augment,
+        random_memories=random_memories,
+    )  # fmt: skip
 
 
 def _train(
