@@ -246,9 +246,7 @@ def evaluate_unstored(
                 stored, unstored = drawn[:, :n], drawn[:, n:]
                 queries = task.corrupt(unstored, generator)
                 for entry in entries:
-                    state = entry.memory.write(stored.to(entry.device))
-                    retrieved = entry.memory.read(state, queries.to(entry.device)).cpu()
-                    errors[entry, n].append(task.error(retrieved, unstored))
+                    errors[entry, n].append(task.error(_retrieve(entry, stored, queries), unstored))
     return {key: torch.cat(values) for key, values in errors.items()}
 
 
