@@ -10,7 +10,7 @@ from gymnasium import spaces
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import Tensor, nn
 
-from ebmm_rl.memory import EBMM, MLPEnergy, add_noise
+from ebmm_rl.memory import EBMM, IndexedPatterns, MLPEnergy, add_noise
 
 WINDOW_KEYS = ("image", "direction", "window_image", "window_direction", "window_mask")
 
@@ -55,7 +55,7 @@ class ObservationEncoder(nn.Module):
         """:param image: ``[..., H, W, 3]`` symbolic indices (as floats, SB3's preprocessing)
         :param direction: ``[...]`` heading in 0..3
         :return: ``[..., pattern_dim]``"""
-        indices = torch.minimum(image.long().clamp(min=0), self.index_high) + self.index_offsets  # [..., H, W, 3]
+        indices = self.clamp_indices(image) + self.index_offsets  # [..., H, W, 3]
         # The sum of a cell's three embeddings as one product: its multi-hot row times the stacked tables. Same values
         # as three lookups, and the backward is a matrix product instead of three slow scatter-adds.
         table = torch.cat([embedding.weight for embedding in self.embeddings])  # [table_size, embedding_dim]
@@ -63,6 +63,41 @@ class ObservationEncoder(nn.Module):
         cells = multi_hot @ table  # [..., H, W, embedding_dim]
         heading = nn.functional.one_hot(direction.long().clamp(0, 3), 4).to(cells.dtype)
         return self.mlp(torch.cat([cells.flatten(-3), heading], dim=-1))
+
+    def clamp_indices(self, image: Tensor) -> Tensor:
+        """The (object, colour, state) indices the encoder reads, clipped to their tables: ``[..., H, W, 3]`` long."""
+        return torch.minimum(image.long().clamp(min=0), self.index_high)
+
+    def distinct(self, image: Tensor, direction: Tensor) -> tuple[Tensor, Tensor]:
+        """The distinct observations among ``image`` and ``direction`` as the encoder sees them (same encoding, same
+        row), found exactly.
+
+        Each observation is a string of symbols (one per cell, from its three clipped indices, then the heading).
+        Symbols are packed a few at a time into integers, and ``torch.unique`` of (rank of the prefix so far, next
+        integer) gives exact ranks of ever longer prefixes: no hashing, so no collision.
+
+        :param image: ``[N, H, W, 3]`` symbolic indices
+        :param direction: ``[N]`` heading
+        :return: ``first`` ``[distinct]``, the position of each distinct observation's first occurrence, and
+            ``row`` ``[N]``, each observation's distinct row (``image[first][row]`` is ``image``, clipped)
+        """
+        n = image.shape[0]
+        radix = self.index_high + 1  # [3]
+        cells = self.clamp_indices(image)  # [N, H, W, 3]
+        cell_codes = cells[..., 0] + radix[0] * (cells[..., 1] + radix[1] * cells[..., 2])  # [N, H, W]
+        symbols = torch.cat([cell_codes.flatten(1), direction.long().clamp(0, 3)[:, None]], dim=1)  # [N, symbols]
+        symbol_bits = max(int(radix.prod()), 4).bit_length()
+        rank_bits = max(n - 1, 1).bit_length()
+        per_word = (63 - rank_bits) // symbol_bits  # a rank and a word of symbols fit a (non-negative) int64
+        weights = 2 ** (symbol_bits * torch.arange(per_word, device=image.device))  # [per_word]
+        row = torch.zeros(n, dtype=torch.long, device=image.device)
+        for start in range(0, symbols.shape[1], per_word):
+            word = symbols[:, start : start + per_word]
+            code = row * 2 ** (symbol_bits * word.shape[1]) + (word * weights[: word.shape[1]]).sum(dim=1)  # [N]
+            distinct_codes, row = torch.unique(code, return_inverse=True)
+        positions = torch.arange(n, device=image.device)
+        first = positions.new_full((distinct_codes.shape[0],), n).scatter_reduce_(0, row, positions, "amin")
+        return first, row
 
 
 def symbolic_index_high(image_space: spaces.Box) -> tuple[int, int, int]:
@@ -189,37 +224,51 @@ class EBMMExtractor(BaseFeaturesExtractor):
         """Floats in one environment's memory."""
         return self.memory.memory_size
 
-    def encode_window(self, observations: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+    def encode_window(self, observations: dict[str, Tensor], distinct: bool) -> tuple[IndexedPatterns, Tensor]:
         """Patterns and validity of the episode's window.
 
-        :return: patterns ``[batch, window, pattern_dim]`` and mask ``[batch, window]`` (bool)
+        :param distinct: encode each distinct observation of the batch's windows once. Windows overlap and episodes
+            repeat their few views (a training minibatch of 256 windows of 8 holds some 50 distinct observations), so
+            this cuts the encoder's and the write's work, and their backward, to a fraction; for a few environments
+            acting without a graph, finding them costs more than it saves.
+        :return: patterns (``rows`` ``[distinct or batch * window, pattern_dim]``, ``index`` ``[batch, window]``) and
+            mask ``[batch, window]`` (bool)
         """
         images, directions = observations["window_image"], observations["window_direction"]
         mask = observations["window_mask"] > 0.5
-        if self.memory.grad_mode != "first_order" or not torch.is_grad_enabled() or images.shape[1] == 1:
-            return self.encoder(images, directions), mask
-        # A first-order write passes no gradient to what it stores, so only the current observation (the last slot,
-        # which the queries are computed from) needs a graph; the encoder's backward then covers one slot, not all.
-        with torch.no_grad():
-            past = self.encoder(images[:, :-1], directions[:, :-1])  # [batch, window - 1, pattern_dim]
-        current = self.encoder(images[:, -1], directions[:, -1])  # [batch, pattern_dim]
-        return torch.cat([past, current[:, None]], dim=1), mask
+        batch, window = mask.shape
+        images, directions = images.flatten(0, 1), directions.flatten(0, 1)  # [batch * window, H, W, 3], [.. ]
+        if distinct:
+            first, row = self.encoder.distinct(images, directions)  # [distinct], [batch * window]
+            images, directions = images[first], directions[first]
+        else:
+            row = torch.arange(batch * window, device=mask.device)
+        return IndexedPatterns(self.encoder(images, directions), row.reshape(batch, window)), mask
 
-    def write_window(self, patterns: Tensor, mask: Tensor):
+    def write_window(self, patterns: IndexedPatterns, mask: Tensor):
         """Write each environment's window into a fresh memory.
 
-        :param patterns: ``[batch, window, pattern_dim]``
+        :param patterns: rows ``[distinct, pattern_dim]`` and index ``[batch, window]``
         :param mask: ``[batch, window]``
         """
-        state = self.memory.init_state(patterns.shape[0])
+        state = self.memory.init_state(mask.shape[0])
         if self.write == "batch":
             return self.memory.write(state, patterns, mask)
         return self.memory.write_stream(state, patterns, mask)
 
     def forward(self, observations: dict[str, Tensor]) -> Tensor:
         """:return: features ``[batch, features_dim]``"""
-        patterns, mask = self.encode_window(observations)  # [batch, window, pattern_dim], [batch, window]
-        current = patterns[:, -1]  # [batch, pattern_dim]: the window's last slot is the current observation
+        if torch.is_grad_enabled():
+            # Training builds a graph through encoder and write: that is where encoding distinct observations pays.
+            return self._features(observations, distinct=True)
+        # Acting: no graph, so inference mode can skip autograd's bookkeeping too (a sixth of an acting call at 8
+        # environments). Its output is an inference tensor, which SB3 only reads.
+        with torch.inference_mode():
+            return self._features(observations, distinct=False)
+
+    def _features(self, observations: dict[str, Tensor], distinct: bool) -> Tensor:
+        patterns, mask = self.encode_window(observations, distinct)
+        current = patterns.rows[patterns.index[:, -1]]  # [batch, pattern_dim]: the last slot is the current observation
         state = self.write_window(patterns, mask)
         queries = self.query(current).reshape(-1, self.n_queries, self.pattern_dim)  # [batch, n_queries, pattern_dim]
         retrieved = self.memory.read(state, queries)  # [batch, n_queries, pattern_dim]
@@ -233,8 +282,8 @@ class EBMMExtractor(BaseFeaturesExtractor):
         encoder to make patterns trivially easy to store (e.g. all equal).
         """
         with torch.no_grad():
-            patterns, mask = self.encode_window(observations)
-        queries = add_noise(patterns, self.memory_noise_std)
+            patterns, mask = self.encode_window(observations, distinct=True)
+        queries = add_noise(patterns.dense(), self.memory_noise_std)  # [batch, window, pattern_dim]
         return self.memory.meta_loss(patterns, queries, write=self.write, mask=mask)
 
 

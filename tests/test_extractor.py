@@ -12,6 +12,7 @@ from gymnasium import spaces
 from stable_baselines3 import A2C, PPO
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.logger import configure
+from stable_baselines3.common.preprocessing import preprocess_obs
 from stable_baselines3.common.utils import obs_as_tensor
 
 import envs
@@ -79,6 +80,53 @@ def test_features_depend_on_valid_window_entries_only():
         changed = dict(batch, window_image=batch["window_image"].clone())
         changed["window_image"][:, 1] = 5.0  # the oldest valid entry: only the memory holds it
         assert not torch.allclose(extractor(changed), base, atol=1e-4)
+
+
+def test_distinct_observations_are_found_exactly():
+    env = envs.make_env(ENV_ID, window=WINDOW)
+    encoder = EBMMExtractor(env.observation_space, **TINY).encoder
+    generator = torch.Generator().manual_seed(0)
+    # 200 observations drawn from 12 (some differing in one cell channel only), one with indices beyond the tables,
+    # which the encoder clips: it must share the row of its clipped twin.
+    pool = torch.randint(0, 3, (12, 3, 3, 3), generator=generator).float()
+    pool[1] = pool[0]
+    pool[1, 2, 2, 2] += 1
+    pick = torch.randint(0, 12, (200,), generator=generator)
+    images, directions = pool[pick], torch.randint(0, 4, (12,), generator=generator)[pick].float()
+    images[0], images[1] = pool[3], pool[3]
+    images[1, 0, 0, 0] = 250.0
+    images[0, 0, 0, 0] = float(encoder.index_high[0])
+    directions[1] = directions[0]
+    first, row = encoder.distinct(images, directions)
+    seen = torch.cat([encoder.clamp_indices(images).flatten(1), directions.long()[:, None]], dim=1)
+    assert torch.equal(seen[first][row], seen)
+    assert first.shape[0] == torch.unique(seen, dim=0).shape[0] <= 13  # the 12, and pool[3] with its first index changed
+    assert row[0] == row[1]
+    assert torch.equal(encoder(images[first][row], directions[first][row]), encoder(images, directions))
+
+
+@pytest.mark.parametrize("write", ["batch", "stream"])
+def test_distinct_encoding_computes_the_same_features_and_gradients(write):
+    torch.manual_seed(0)
+    env = vec_env(n_envs=4)
+    extractor = EBMMExtractor(env.observation_space, write=write, **TINY)
+    batch = preprocess_obs(observations(env, 6), env.observation_space)  # 24 windows repeating a few observations
+    distinct, _ = extractor.encode_window(batch, distinct=True)
+    every, _ = extractor.encode_window(batch, distinct=False)
+    assert distinct.rows.shape[0] < every.rows.shape[0] == 24 * WINDOW
+    assert torch.allclose(distinct.dense(), every.dense(), atol=1e-6)
+    gradients = {}
+    for form in (True, False):
+        extractor.zero_grad()
+        torch.manual_seed(1)  # the memory objective's noisy queries
+        (extractor._features(batch, distinct=form).pow(2).sum() + extractor.memory_loss(batch)).backward()
+        gradients[form] = [parameter.grad.clone() for parameter in extractor.parameters() if parameter.grad is not None]
+    assert len(gradients[True]) == len(gradients[False]) > 10
+    for with_distinct, without in zip(gradients[True], gradients[False], strict=True):
+        assert torch.allclose(with_distinct, without, atol=1e-5, rtol=1e-4)
+    with torch.no_grad():
+        acting = extractor(batch)  # no graph: every observation encoded, in inference mode
+    assert torch.allclose(acting, extractor(batch), atol=1e-6)
 
 
 @pytest.mark.parametrize("algorithm", [PPO, A2C])

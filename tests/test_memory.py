@@ -12,6 +12,7 @@ from ebmm_rl.memory import (
     EBMM,
     ConvEnergy,
     EnergyNet,
+    IndexedPatterns,
     MemoryState,
     MLPEnergy,
     flip_bits,
@@ -207,6 +208,48 @@ def test_masked_patterns_have_no_effect():
     assert torch.equal(streamed.weights[2], memory.init_state(1).weights[0])
 
 
+def test_masked_memory_written_from_a_written_state_stays_unchanged():
+    # From theta-bar an empty memory's write steps are exactly zero; from any other state the prior term would move
+    # it, so the write must keep it as it was.
+    memory = tiny_memory()
+    written = memory.write(memory.init_state(2), random_bits(2, 3))
+    mask = torch.tensor([[True, False, True], [False, False, False]])
+    again = memory.write(written, random_bits(2, 3, seed=1), mask)
+    assert torch.equal(again.weights[1], written.weights[1])
+    assert not torch.allclose(again.weights[0], written.weights[0])
+
+
+@pytest.mark.parametrize("start", ["theta_bar", "written"])
+@pytest.mark.parametrize("grad_mode", ["second_order", "first_order"])
+def test_indexed_patterns_write_like_their_dense_form(start, grad_mode):
+    torch.manual_seed(0)
+    memory = tiny_memory(dtype=torch.float64, grad_mode=grad_mode)
+    rows = random_bits(1, 4)[0].double().requires_grad_(True)  # [distinct, dim]
+    index = torch.tensor([[0, 1, 1, 3], [2, 2, 0, 0], [3, 3, 3, 3]])  # [batch, n]: repeats, within and across memories
+    mask = torch.tensor([[True, True, False, True], [True, True, True, True], [False, False, False, False]])
+    queries = flip_bits(rows.detach()[index], 4, generator=torch.Generator().manual_seed(1))
+
+    def start_state() -> MemoryState:
+        state = memory.init_state(3)
+        return state if start == "theta_bar" else memory.write(state, random_bits(3, 2, seed=2).double())
+
+    results = {}
+    for form, patterns in (("indexed", IndexedPatterns(rows, index)), ("dense", rows[index])):
+        written = memory.write(start_state(), patterns, mask)
+        retrieved = memory.read(written, queries)
+        loss = retrieved.pow(2).sum() + memory.meta_loss(patterns, queries, mask=mask)
+        gradients = torch.autograd.grad(loss, [rows, *memory.parameters()], allow_unused=True)
+        results[form] = (written.weights, retrieved, gradients)
+    assert torch.allclose(results["indexed"][0], results["dense"][0], atol=1e-12)
+    assert torch.allclose(results["indexed"][1], results["dense"][1], atol=1e-12)
+    for indexed, dense in zip(results["indexed"][2], results["dense"][2], strict=True):
+        assert (indexed is None) == (dense is None)
+        if indexed is not None:
+            assert torch.allclose(indexed, dense, atol=1e-10)
+    streamed = memory.write_stream(start_state(), IndexedPatterns(rows, index), mask)
+    assert torch.allclose(streamed.weights, memory.write_stream(start_state(), rows[index], mask).weights, atol=1e-12)
+
+
 def test_batch_of_memories_equals_one_by_one():
     memory = tiny_memory()
     patterns = random_bits(4, 3)
@@ -320,7 +363,7 @@ def test_second_order_gradient_differs_from_first_order():
     assert not torch.allclose(gradients["second_order"], gradients["first_order"])
 
 
-def test_acting_under_no_grad_builds_no_graph():
+def test_acting_under_no_grad_or_inference_mode_builds_no_graph():
     memory = tiny_memory()
     patterns = random_bits(2, 3)
 
@@ -332,6 +375,10 @@ def test_acting_under_no_grad_builds_no_graph():
     with torch.no_grad():
         weights, retrieved = write_and_read()
     assert not weights.requires_grad and not retrieved.requires_grad
+    with torch.inference_mode():  # also with the gradient-penalty term, which differentiates the energy while writing
+        assert memory.gradient_penalty
+        _, in_inference_mode = write_and_read()
+    assert torch.equal(in_inference_mode, retrieved)
     _, with_graph = write_and_read()
     assert torch.allclose(with_graph, retrieved, atol=1e-5)
     assert with_graph.requires_grad
@@ -383,6 +430,10 @@ def test_gradient_reaches_pattern_encoder():
         (lambda m, s: m.write(s, torch.zeros(5, 3, DIM)), "5 memories"),
         (lambda m, s: m.write(s, torch.zeros(2, 3, DIM, dtype=torch.float64)), "convert"),
         (lambda m, s: m.write(s, torch.full((2, 3, DIM), float("nan"))), "NaN"),
+        (lambda m, s: m.write(s, IndexedPatterns(torch.zeros(4, DIM), torch.zeros(2, 3))), "long tensor"),
+        (lambda m, s: m.write(s, IndexedPatterns(torch.zeros(4, DIM + 1), torch.zeros(2, 3).long())), "rows"),
+        (lambda m, s: m.write(s, IndexedPatterns(torch.zeros(4, DIM), torch.zeros(5, 3).long())), "5 memories"),
+        (lambda m, s: m.read(s, IndexedPatterns(torch.zeros(4, DIM), torch.zeros(2, 3).long())), "must be a tensor"),
         (lambda m, s: m.write(s, torch.zeros(2, 3, DIM), mask=torch.ones(2, 4, dtype=torch.bool)), "mask"),
         (lambda m, s: m.write_step(s, torch.zeros(2, 3, DIM)), "one pattern per memory"),
         (lambda m, s: m.read(s, torch.full((2, 1, DIM), float("inf"))), "inf"),
@@ -406,6 +457,17 @@ def test_bad_configuration_raises():
         EBMM(MLPEnergy(DIM), write_steps=0)
     with pytest.raises(TypeError, match="EnergyNet"):
         EBMM(torch.nn.Linear(DIM, 1))
+
+
+def test_finite_patterns_whose_sum_overflows_are_accepted():
+    # The finite check sums the patterns first; a sum that overflows float32 must not be taken for an inf pattern.
+    memory = EBMM(MLPEnergy(DIM, hidden=8, fast_units=2, hops=1, hop_dim=8), write_steps=1, read_steps=1)
+    huge = torch.full((2, 3, DIM), 3e37)
+    assert not torch.isfinite(huge.sum())
+    memory.read(memory.init_state(2), huge)
+    huge[1, 2, 0] = float("inf")
+    with pytest.raises(ValueError, match="NaN or inf"):
+        memory.read(memory.init_state(2), huge)
 
 
 def test_non_finite_write_raises_instead_of_returning_weights():

@@ -3,7 +3,7 @@
 from ebmm_rl.memory.corruption import add_noise, block_occlude, flip_bits
 from ebmm_rl.memory.ebmm import EBMM, GRAD_MODES, MemoryState
 from ebmm_rl.memory.recurrent import EBMMCell
-from ebmm_rl.memory.energy import ConvEnergy, EnergyNet, FastLayer, GatedHops, MLPEnergy
+from ebmm_rl.memory.energy import ConvEnergy, EnergyNet, FastLayer, GatedHops, IndexedPatterns, MLPEnergy
 from ebmm_rl.memory.training import make_optimizer, meta_train_step
 
 __all__ = [
@@ -14,6 +14,7 @@ __all__ = [
     "EnergyNet",
     "FastLayer",
     "GatedHops",
+    "IndexedPatterns",
     "MLPEnergy",
     "MemoryState",
     "add_noise",

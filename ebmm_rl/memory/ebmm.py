@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ebmm_rl.memory.energy import EnergyNet
+from ebmm_rl.memory.energy import EnergyNet, IndexedPatterns, Patterns, as_dense
 
 GradMode = Literal["second_order", "first_order", "none"]
 GRAD_MODES: tuple[str, ...] = ("second_order", "first_order", "none")
@@ -234,25 +234,29 @@ class EBMM(nn.Module):
         return self.energy(x, state.weights)
 
     def write(
-        self, state: MemoryState, patterns: Tensor, mask: Tensor | None = None, grad_mode: GradMode | None = None
+        self, state: MemoryState, patterns: Patterns, mask: Tensor | None = None, grad_mode: GradMode | None = None
     ) -> MemoryState:
         """Batch write: ``write_steps`` gradient steps on the mean writing loss of all (unmasked) patterns.
 
-        :param patterns: ``[batch, n, dim]``
+        :param patterns: ``[batch, n, dim]``, or :class:`IndexedPatterns` of that shape (the same write, cheaper when
+            many slots hold the same pattern)
         :param mask: ``[batch, n]`` bool, False for patterns that must not be written; a memory with no unmasked
             pattern is returned unchanged
         :return: the written state
         """
         self._check_state(state)
         batch = state.weights.shape[0]
-        self._check_patterns(patterns, "patterns", batch)
-        pattern_weights = self._pattern_weights(mask, patterns.shape[:2], patterns, self.write_count_floor)  # [batch, n]
+        self._check_patterns(patterns, "patterns", batch, indexed=True)
+        shape = _slots(patterns)
+        pattern_weights = self._pattern_weights(mask, shape, state.weights, self.write_count_floor)  # [batch, n]
         mode = self._effective_mode(grad_mode)
+        from_theta_bar = self._is_theta_bar(state.weights)
         weights = state.weights
         lrs = self.write_lr
         for step in range(self.write_steps):
-            weights = self._write_update(weights, patterns, pattern_weights, lrs[step], mode)
-        if mask is not None:
+            at_theta_bar = from_theta_bar and step == 0
+            weights = self._write_update(weights, patterns, pattern_weights, lrs[step], mode, at_theta_bar)
+        if mask is not None and not from_theta_bar:  # from theta-bar, an empty memory's steps are exactly zero
             written = (pattern_weights.sum(dim=1) > 0)[:, None]  # [batch, 1]
             weights = torch.where(written, weights, state.weights)
         return MemoryState(self._finite_or_raise(weights, "write"))
@@ -280,7 +284,7 @@ class EBMM(nn.Module):
         weights = state.weights
         lrs = self.stream_lr
         for step in range(self.stream_steps):
-            weights = self._write_update(weights, patterns, pattern_weights, lrs[step], mode)
+            weights = self._write_update(weights, patterns, pattern_weights, lrs[step], mode, at_theta_bar=False)
         if valid is not None:
             weights = torch.where(valid.to(weights.device).bool()[:, None], weights, state.weights)
         return MemoryState(self._finite_or_raise(weights, "streaming write"))
@@ -290,11 +294,12 @@ class EBMM(nn.Module):
     ) -> MemoryState:
         """Streaming write of a sequence: :meth:`write_step` for each pattern in order.
 
-        :param patterns: ``[batch, n, dim]``, written first to last
+        :param patterns: ``[batch, n, dim]`` (or :class:`IndexedPatterns`), written first to last
         :param mask: ``[batch, n]`` bool, False for patterns that are skipped
         """
         self._check_state(state)
-        self._check_patterns(patterns, "patterns", state.weights.shape[0])
+        self._check_patterns(patterns, "patterns", state.weights.shape[0], indexed=True)
+        patterns = as_dense(patterns)
         if mask is not None:
             self._check_mask(mask, patterns.shape[:2])
         for i in range(patterns.shape[1]):
@@ -332,7 +337,7 @@ class EBMM(nn.Module):
 
     def meta_loss(
         self,
-        patterns: Tensor,
+        patterns: Patterns,
         queries: Tensor,
         write: Literal["batch", "stream"] = "batch",
         mask: Tensor | None = None,
@@ -341,7 +346,7 @@ class EBMM(nn.Module):
         """Meta-learning loss: write ``patterns`` into fresh memories, read ``queries``, and sum over read iterates
         the mean squared reconstruction error ``sum_k mean_i ||target_i - x_i^k||^2``.
 
-        :param patterns: ``[batch, n, dim]`` stored patterns
+        :param patterns: ``[batch, n, dim]`` stored patterns (or :class:`IndexedPatterns`)
         :param queries: ``[batch, m, dim]`` distorted queries
         :param write: "batch" (the paper) or "stream" (one pattern at a time, in order)
         :param mask: ``[batch, n]`` bool, patterns that are not written (and whose queries are not scored when
@@ -351,45 +356,49 @@ class EBMM(nn.Module):
         """
         if write not in WRITE_KINDS:
             raise ValueError(f"write must be one of {WRITE_KINDS}, got {write!r}")
-        self._check_patterns(patterns, "patterns")
-        batch = patterns.shape[0]
+        self._check_patterns(patterns, "patterns", indexed=True)
+        batch, n = _slots(patterns)
         self._check_patterns(queries, "queries", batch)
-        targets = resolve_targets(patterns, queries, targets)
+        targets = resolve_targets(as_dense(patterns), queries, targets)
         state = self.init_state(batch)
         if write == "batch":
             state = self.write(state, patterns, mask)
         else:
             state = self.write_stream(state, patterns, mask)
         iterates = self.read(state, queries, return_iterates=True)  # [read_steps, batch, m, dim]
-        scored = mask if queries.shape[1] == patterns.shape[1] else None
+        scored = mask if queries.shape[1] == n else None
         return reconstruction_error(iterates, targets, scored).sum()
 
     # ------------------------------------------------------------------ internals
-    def _write_update(self, weights: Tensor, patterns: Tensor, pattern_weights: Tensor, lr: Tensor, mode: str) -> Tensor:
+    def _write_update(
+        self, weights: Tensor, patterns: Patterns, pattern_weights: Tensor, lr: Tensor, mode: str, at_theta_bar: bool
+    ) -> Tensor:
         """One gradient step of the writing loss for every memory.
 
         :param weights: ``[batch, memory_size]``
-        :param patterns: ``[batch, n, dim]``
+        :param patterns: ``[batch, n, dim]`` or :class:`IndexedPatterns`
         :param pattern_weights: ``[batch, n]``, each memory's weights of its patterns in the mean
         :param lr: ``[fast_layers, 3]`` step sizes of this step
+        :param at_theta_bar: ``weights`` is theta-bar itself, where the prior term's gradient is zero
         :return: ``[batch, memory_size]``
         """
         track = mode == "second_order"
         energy_grad, gradient_grad = self._writing_gradients(weights, patterns, pattern_weights, track)
         if mode == "none":
             weights = weights.detach()
-        # alpha and beta multiply their terms' gradients here (W is linear in them), so they are meta-learned in every
-        # grad mode.
-        prior_grad = 2 * self.beta * (weights - self.theta_bar)  # [batch, memory_size]
         step_sizes = lr[self.layer_index]  # [memory_size, 3]
-        update = step_sizes[:, ENERGY_TERM] * energy_grad + step_sizes[:, PRIOR_TERM] * prior_grad
+        update = step_sizes[:, ENERGY_TERM] * energy_grad
+        if not at_theta_bar:
+            # alpha and beta multiply their terms' gradients here (W is linear in them), so they are meta-learned in
+            # every grad mode.
+            update = update + step_sizes[:, PRIOR_TERM] * 2 * self.beta * (weights - self.theta_bar)
         if gradient_grad is not None:
             update = update + step_sizes[:, GRADIENT_TERM] * self.alpha * gradient_grad
         new_weights = weights - update
         return new_weights if mode != "none" else new_weights.detach()
 
     def _writing_gradients(
-        self, weights: Tensor, patterns: Tensor, pattern_weights: Tensor, track: bool
+        self, weights: Tensor, patterns: Patterns, pattern_weights: Tensor, track: bool
     ) -> tuple[Tensor, Tensor | None]:
         """Gradients w.r.t. the fast weights of the two data terms of the writing loss, sum_i w_i E(x_i) and
         sum_i w_i ||grad_x E(x_i)||^2, each ``[batch, memory_size]`` (the second None without ``gradient_penalty``).
@@ -398,15 +407,16 @@ class EBMM(nn.Module):
         has one). With ``track`` both are differentiable w.r.t. everything they depend on; the second is taken with
         ``torch.func.grad``, because ``torch.autograd.grad`` walks the whole graph behind its output, which for a
         streaming write holds every earlier step (writing n patterns would cost O(n^2)). Without ``track`` they are
-        constants, the second from ``torch.autograd.grad`` on detached leaves, which has no history to walk (acting).
+        constants, the second from ``torch.autograd.grad`` on detached copies, which have no history to walk (acting,
+        also under ``torch.inference_mode``).
 
         :param weights: ``[batch, memory_size]``
-        :param patterns: ``[batch, n, dim]``
+        :param patterns: ``[batch, n, dim]`` or :class:`IndexedPatterns`
         :param pattern_weights: ``[batch, n]``
         """
 
         def gradient_norm_term(fast: Tensor) -> Tensor:
-            input_gradient = self.energy.input_gradient(patterns, fast)  # [batch, n, dim]
+            input_gradient = self.energy.input_gradient(as_dense(patterns), fast)  # [batch, n, dim]
             return (input_gradient.pow(2).sum(dim=-1) * pattern_weights).sum()
 
         if track:
@@ -419,8 +429,10 @@ class EBMM(nn.Module):
             energy_grad = self.energy.fast_gradient(patterns, weights.detach(), pattern_weights)
         if not self.gradient_penalty:
             return energy_grad, None
-        with torch.enable_grad():
-            fast = weights.detach().requires_grad_(True)
+        with torch.inference_mode(False), torch.enable_grad():
+            # Acting may run under torch.inference_mode, whose tensors autograd cannot record: differentiate copies.
+            patterns, pattern_weights = as_dense(patterns).clone(), pattern_weights.clone()
+            fast = weights.detach().clone().requires_grad_(True)
             (gradient_grad,) = torch.autograd.grad(gradient_norm_term(fast), fast)
         return energy_grad, gradient_grad
 
@@ -431,6 +443,10 @@ class EBMM(nn.Module):
             return self.energy.input_gradient(x, weights)
         with torch.no_grad():
             return self.energy.input_gradient(x.detach(), weights.detach())
+
+    def _is_theta_bar(self, weights: Tensor) -> bool:
+        """Whether every row of ``weights`` is theta-bar itself (``init_state``'s expansion of it)."""
+        return weights.stride(0) == 0 and weights.data_ptr() == self.theta_bar.data_ptr()
 
     def _project(self, x: Tensor) -> Tensor:
         return x if self.projection is None else x.clamp(*self.projection)
@@ -476,22 +492,32 @@ class EBMM(nn.Module):
                 f"{self.theta_bar.device}; move one of them with .to()"
             )
 
-    def _check_patterns(self, x: Tensor, name: str, batch: int | None = None) -> None:
+    def _check_patterns(self, x: Patterns, name: str, batch: int | None = None, indexed: bool = False) -> None:
+        """``indexed``: :class:`IndexedPatterns` are accepted too."""
         expected = f"[{'batch' if batch is None else batch}, n, {self.dim}]"
-        if not isinstance(x, Tensor) or x.dim() != 3 or x.shape[-1] != self.dim or x.shape[1] == 0:
+        if isinstance(x, IndexedPatterns) and indexed:
+            rows, index = x
+            if not (isinstance(rows, Tensor) and rows.dim() == 2 and rows.shape[-1] == self.dim and rows.shape[0] > 0):
+                raise ValueError(f"{name}.rows must be a tensor [distinct, {self.dim}], got {_describe(rows)}")
+            if not (isinstance(index, Tensor) and index.dim() == 2 and index.shape[1] > 0 and index.dtype == torch.long):
+                raise ValueError(f"{name}.index must be a long tensor [batch, n] of rows, got {_describe(index)}")
+            x, n_memories = rows, index.shape[0]
+        elif not isinstance(x, Tensor) or x.dim() != 3 or x.shape[-1] != self.dim or x.shape[1] == 0:
             raise ValueError(f"{name} must be a tensor {expected} (batch of memories, patterns, dim), got {_describe(x)}")
-        if batch is not None and x.shape[0] != batch:
-            raise ValueError(f"{name} has {x.shape[0]} memories but the state has {batch}; expected {expected}")
+        else:
+            n_memories = x.shape[0]
+        if batch is not None and n_memories != batch:
+            raise ValueError(f"{name} has {n_memories} memories but the state has {batch}; expected {expected}")
         if x.dtype != self.theta_bar.dtype:
             raise ValueError(f"{name} is {x.dtype} but the memory is {self.theta_bar.dtype}; convert with .to()")
         if x.device != self.theta_bar.device:
             raise ValueError(f"{name} is on {x.device} but the memory is on {self.theta_bar.device}; move it with .to()")
-        if not torch.isfinite(x).all():
+        if not _all_finite(x):
             raise ValueError(f"{name} contains NaN or inf values; clean the input before writing or reading")
 
     @staticmethod
     def _finite_or_raise(weights: Tensor, what: str) -> Tensor:
-        if not torch.isfinite(weights).all():
+        if not _all_finite(weights):
             raise FloatingPointError(
                 f"the {what} produced non-finite fast weights; the write step sizes or inputs are too large "
                 "(lower write_lr_init/stream_lr_init, or normalise the patterns)"
@@ -532,6 +558,18 @@ def reconstruction_error(retrieved: Tensor, targets: Tensor, mask: Tensor | None
         return errors.mean(dim=(-2, -1))
     scored = mask.to(errors.dtype)  # [batch, m]
     return (errors * scored).sum(dim=(-2, -1)) / scored.sum().clamp(min=1)
+
+
+def _all_finite(x: Tensor) -> bool:
+    """Whether ``x`` holds no NaN or inf. The sum of finite values is finite unless it overflows, so the sum answers
+    with one reduction, and only an overflowing sum needs the element-wise test (this runs on every write and read)."""
+    with torch.no_grad():
+        return math.isfinite(x.sum()) or bool(torch.isfinite(x).all())
+
+
+def _slots(patterns: Patterns) -> tuple[int, int]:
+    """``(batch, n)`` of stored patterns."""
+    return tuple((patterns.index if isinstance(patterns, IndexedPatterns) else patterns).shape[:2])
 
 
 def _describe(value: object) -> str:

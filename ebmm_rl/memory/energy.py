@@ -12,10 +12,40 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
+
+
+class IndexedPatterns(NamedTuple):
+    """The patterns of a batch of memories given as distinct rows and, per memory, the rows it holds: the same values
+    as the dense ``rows[index]`` ``[batch, n, dim]``. Where many slots hold the same pattern (an agent's windows repeat
+    the same few observations), a write from theta-bar computes what depends on a pattern alone once per row.
+
+    :param rows: ``[distinct, dim]``
+    :param index: ``[batch, n]`` (long), each slot's row
+    """
+
+    rows: Tensor
+    index: Tensor
+
+    def dense(self) -> Tensor:
+        """``[batch, n, dim]``"""
+        return self.rows[self.index]
+
+    def detach(self) -> IndexedPatterns:
+        return IndexedPatterns(self.rows.detach(), self.index)
+
+
+Patterns = Tensor | IndexedPatterns
+"""Stored patterns: a dense ``[batch, n, dim]`` tensor or :class:`IndexedPatterns`."""
+
+
+def as_dense(patterns: Patterns) -> Tensor:
+    """The dense ``[batch, n, dim]`` form of stored patterns."""
+    return patterns.dense() if isinstance(patterns, IndexedPatterns) else patterns
 
 
 @dataclass(frozen=True)
@@ -102,14 +132,15 @@ class EnergyNet(nn.Module):
         """
         return torch.func.grad(lambda point: self(point, fast).sum())(x)
 
-    def fast_gradient(self, x: Tensor, fast: Tensor, pattern_weights: Tensor) -> Tensor:
+    def fast_gradient(self, x: Patterns, fast: Tensor, pattern_weights: Tensor) -> Tensor:
         """grad_fast sum_i w_i E(x_i; fast) per memory, differentiable like :meth:`input_gradient` (same default).
 
-        :param x: ``[batch, patterns, dim]``
+        :param x: ``[batch, patterns, dim]``, or :class:`IndexedPatterns` of that shape
         :param fast: ``[batch, memory_size]``
         :param pattern_weights: ``[batch, patterns]`` the w_i
         :return: ``[batch, memory_size]``
         """
+        x = as_dense(x)
         return torch.func.grad(lambda weights: (self(x, weights) * pattern_weights).sum())(fast)
 
 
@@ -272,20 +303,27 @@ class MLPEnergy(EnergyNet):
         )
         return pre_norm_grad @ linear.weight  # [batch, patterns, dim]
 
-    def fast_gradient(self, x: Tensor, fast: Tensor, pattern_weights: Tensor) -> Tensor:
+    def fast_gradient(self, x: Patterns, fast: Tensor, pattern_weights: Tensor) -> Tensor:
         ((weight, bias),) = self.unpack(fast)
-        h = self.encoder(x)  # [batch, patterns, hidden]
-        # Memories written from theta-bar share one row of it (init_state expands it): one matrix product for all. The
-        # output is per memory in either case; only this function's own products change.
+        # Memories written from theta-bar share one row of it (init_state expands it): one matrix product for all, and
+        # with IndexedPatterns everything before the per-memory sum is computed once per distinct row. The output is
+        # per memory in either case; only this function's own products change.
         shared = fast.shape[0] == 1 or fast.stride(0) == 0
-        fast_out_grad, _ = self._hop_input_grads(h, weight, bias, shared)
+        if shared and isinstance(x, IndexedPatterns):
+            rows_h = self.encoder(x.rows)  # [distinct, hidden]
+            rows_grad, _ = self._hop_input_grads(rows_h, weight, bias, shared)  # [distinct, fast_units]
+            h, fast_out_grad = rows_h[x.index], rows_grad[x.index]  # [batch, patterns, hidden], [.., fast_units]
+        else:
+            h = self.encoder(as_dense(x))  # [batch, patterns, hidden]
+            fast_out_grad, _ = self._hop_input_grads(h, weight, bias, shared)
         weighted = fast_out_grad * pattern_weights[..., None]  # [batch, patterns, fast_units]
         weight_grad = torch.bmm(weighted.transpose(1, 2), h)  # [batch, fast_units, hidden]
         return torch.cat([weight_grad.flatten(1), weighted.sum(dim=1)], dim=1)  # the flat layout of unpack()
 
     def _hop_input(self, h: Tensor, weight: Tensor, bias: Tensor, shared: bool = False) -> Tensor:
         """z = tanh([fast layer(h), static layer(h)]) ``[batch, patterns, fast_units + hop_dim]``; ``shared``: every
-        memory's fast weights are the first one's (one matrix product serves them all)."""
+        memory's fast weights are the first one's (one matrix product serves them all, and ``h`` may be any
+        ``[..., hidden]``)."""
         if shared:
             fast_out = F.linear(h, weight[0], bias[0])  # [batch, patterns, fast_units]
         else:
