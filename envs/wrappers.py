@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import difflib
-from collections import deque
 from typing import Any, SupportsFloat
 
 import gymnasium as gym
@@ -204,34 +203,31 @@ class EpisodicWindow(gym.Wrapper, RecordConstructorArgs):
                 "window_mask": spaces.Box(low=0.0, high=1.0, shape=(window,), dtype=np.float32),
             }
         )
-        self._images: deque[np.ndarray] = deque(maxlen=window)
-        self._directions: deque[int] = deque(maxlen=window)
+        # The window itself, shifted by one slot per step (oldest first); observations get copies of it.
+        self._window = {
+            "window_image": np.zeros(window_shape, dtype=image_space.dtype),
+            "window_direction": np.full(window, self._padding_direction, dtype=np.int64),
+            "window_mask": np.zeros(window, dtype=np.float32),
+        }
 
     def _add_to_window(self, observation: dict[str, Any]) -> dict[str, Any]:
-        # Copies, so that changing a returned observation cannot change the window.
-        self._images.append(np.array(observation["image"], copy=True))
-        self._directions.append(int(observation["direction"]))
-        window_space = self.observation_space
-        window_image = np.zeros(window_space["window_image"].shape, dtype=window_space["window_image"].dtype)
-        window_direction = np.full(self.window, self._padding_direction, dtype=np.int64)
-        window_mask = np.zeros(self.window, dtype=np.float32)
-        first_valid = self.window - len(self._images)
-        window_image[first_valid:] = np.stack(self._images)
-        window_direction[first_valid:] = self._directions
-        window_mask[first_valid:] = 1.0
-        return {
-            **observation,
-            "window_image": window_image,
-            "window_direction": window_direction,
-            "window_mask": window_mask,
-        }
+        window = self._window
+        for key, value in (
+            ("window_image", observation["image"]),
+            ("window_direction", observation["direction"]),
+            ("window_mask", 1.0),
+        ):
+            window[key][:-1] = window[key][1:]
+            window[key][-1] = value
+        return {**observation, **{key: value.copy() for key, value in window.items()}}
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         observation, info = self.env.reset(seed=seed, options=options)
-        self._images.clear()
-        self._directions.clear()
+        self._window["window_image"].fill(0)
+        self._window["window_direction"].fill(self._padding_direction)
+        self._window["window_mask"].fill(0.0)
         return self._add_to_window(observation), info
 
     def step(self, action: Any) -> tuple[dict[str, Any], SupportsFloat, bool, bool, dict[str, Any]]:
