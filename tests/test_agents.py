@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from gymnasium import spaces
 from stable_baselines3 import PPO
 
@@ -70,6 +71,9 @@ def test_learn_save_load_round_trip(name, tmp_path):
         np.testing.assert_array_equal(actions, loaded_actions)
         assert (state is None) == (name != "ppo_lstm") == (loaded_state is None)
         assert loaded.policy_kwargs == model.policy_kwargs
+        for optimizer in (model.policy.optimizer, loaded.policy.optimizer):  # the configs' fused Adam keeps SB3's eps
+            assert isinstance(optimizer, torch.optim.Adam)
+            assert (optimizer.defaults["eps"], optimizer.defaults["fused"]) == (1e-5, True)
         if name == "ppo_lstm":
             assert loaded.policy.lstm_actor.hidden_size == 64
     finally:

@@ -42,7 +42,11 @@ def test_layers_apply_in_order(ppo, tmp_path):
     config = load_config(ppo, "EBMM-MemoryShort", flat, ["n_epochs=3", "policy_kwargs.net_arch=[8, 8]"])
     assert config["learning_rate"] == 1e-3  # YAML's 1e-3 read as a float
     assert config["n_epochs"] == 3  # --set beats --config
-    assert config["policy_kwargs"] == {"net_arch": [8, 8], "activation_fn": "torch.nn.ReLU"}  # nested merge
+    assert config["policy_kwargs"] == {  # nested merge
+        "net_arch": [8, 8],
+        "optimizer_kwargs": {"eps": 1e-5, "fused": True},
+        "activation_fn": "torch.nn.ReLU",
+    }
 
     keyed = tmp_path / "keyed.yml"
     keyed.write_text("default: {n_epochs: 5}\nEBMM-MemoryShort: {n_epochs: 6}\nEBMM-MemoryLong-v0: {n_epochs: 7}\n")

@@ -53,7 +53,7 @@ def test_train_writes_the_run_directory(trained_run, capsys):
 
     config = yaml.safe_load((run_dir / "config.yml").read_text())
     assert (config["n_steps"], config["n_timesteps"], config["n_envs"]) == (16, 64, 2)
-    assert config["policy_kwargs"] == {"net_arch": [16]}
+    assert config["policy_kwargs"] == {"net_arch": [16], "optimizer_kwargs": {"eps": 1e-5, "fused": True}}
     settings = yaml.safe_load((run_dir / "args.yml").read_text())
     assert (settings["agent"], settings["env"], settings["seed"]) == ("ppo", "EBMM-MemoryShort-v0", 3)
     assert (run_dir / "seed").read_text().strip() == "3"
