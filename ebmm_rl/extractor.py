@@ -5,10 +5,13 @@ Bartunov et al., "Meta-Learning Deep Energy-Based Memory Models", ICLR 2020, use
 
 from __future__ import annotations
 
+import math
+
 import torch
 from gymnasium import spaces
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from ebmm_rl.memory import EBMM, IndexedPatterns, MLPEnergy, add_noise
 
@@ -43,6 +46,10 @@ class ObservationEncoder(nn.Module):
         offsets = torch.tensor([0, index_high[0] + 1, index_high[0] + index_high[1] + 2])
         self.register_buffer("index_offsets", offsets, persistent=False)
         self.table_size = sum(index_high) + 3
+        # distinct(): a cell's three clipped indices as one mixed-radix symbol, and the bits a symbol (or heading) needs.
+        radix = [high + 1 for high in index_high]
+        self.register_buffer("cell_radix", torch.tensor([1, radix[0], radix[0] * radix[1]]), persistent=False)
+        self.symbol_bits = (max(math.prod(radix), 4) - 1).bit_length()
         height, width, _ = image_shape
         self.mlp = nn.Sequential(
             nn.Linear(height * width * embedding_dim + 4, hidden),
@@ -82,19 +89,18 @@ class ObservationEncoder(nn.Module):
             ``row`` ``[N]``, each observation's distinct row (``image[first][row]`` is ``image``, clipped)
         """
         n = image.shape[0]
-        radix = self.index_high + 1  # [3]
-        cells = self.clamp_indices(image)  # [N, H, W, 3]
-        cell_codes = cells[..., 0] + radix[0] * (cells[..., 1] + radix[1] * cells[..., 2])  # [N, H, W]
+        cell_codes = (self.clamp_indices(image) * self.cell_radix).sum(dim=-1)  # [N, H, W]
         symbols = torch.cat([cell_codes.flatten(1), direction.long().clamp(0, 3)[:, None]], dim=1)  # [N, symbols]
-        symbol_bits = max(int(radix.prod()), 4).bit_length()
         rank_bits = max(n - 1, 1).bit_length()
-        per_word = (63 - rank_bits) // symbol_bits  # a rank and a word of symbols fit a (non-negative) int64
-        weights = 2 ** (symbol_bits * torch.arange(per_word, device=image.device))  # [per_word]
+        per_word = (63 - rank_bits) // self.symbol_bits  # a rank and a word of symbols fit a (non-negative) int64
+        n_words = -(-symbols.shape[1] // per_word)
+        # Zero padding to whole words: the same for every observation, so the words still tell them apart.
+        symbols = F.pad(symbols, (0, n_words * per_word - symbols.shape[1])).reshape(n, n_words, per_word)
+        place = torch.tensor([2 ** (self.symbol_bits * k) for k in range(per_word)], device=image.device)
+        words = (symbols * place).sum(dim=-1)  # [N, n_words], each < 2^(symbol_bits * per_word)
         row = torch.zeros(n, dtype=torch.long, device=image.device)
-        for start in range(0, symbols.shape[1], per_word):
-            word = symbols[:, start : start + per_word]
-            code = row * 2 ** (symbol_bits * word.shape[1]) + (word * weights[: word.shape[1]]).sum(dim=1)  # [N]
-            distinct_codes, row = torch.unique(code, return_inverse=True)
+        for word in words.unbind(dim=1):
+            distinct_codes, row = torch.unique(row * 2 ** (self.symbol_bits * per_word) + word, return_inverse=True)
         positions = torch.arange(n, device=image.device)
         first = positions.new_full((distinct_codes.shape[0],), n).scatter_reduce_(0, row, positions, "amin")
         return first, row
