@@ -267,7 +267,7 @@ class EBMMExtractor(BaseFeaturesExtractor):
         if torch.is_grad_enabled():
             # Training builds a graph through encoder and write: that is where encoding distinct observations pays.
             return self._features(observations, distinct=True)
-        # Acting: no graph, so inference mode can skip autograd's bookkeeping too (a sixth of an acting call at 8
+        # Acting: no graph, so inference mode can skip autograd's bookkeeping too (a sixth of the extractor's time at 8
         # environments). Its output is an inference tensor, which SB3 only reads.
         with torch.inference_mode():
             return self._features(observations, distinct=False)

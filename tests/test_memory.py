@@ -433,6 +433,10 @@ def test_gradient_reaches_pattern_encoder():
         (lambda m, s: m.write(s, IndexedPatterns(torch.zeros(4, DIM), torch.zeros(2, 3))), "long tensor"),
         (lambda m, s: m.write(s, IndexedPatterns(torch.zeros(4, DIM + 1), torch.zeros(2, 3).long())), "rows"),
         (lambda m, s: m.write(s, IndexedPatterns(torch.zeros(4, DIM), torch.zeros(5, 3).long())), "5 memories"),
+        (
+            lambda m, s: m.write(s, IndexedPatterns(torch.zeros(4, DIM), torch.zeros(2, 3, dtype=torch.long, device="meta"))),
+            "on cpu",
+        ),
         (lambda m, s: m.read(s, IndexedPatterns(torch.zeros(4, DIM), torch.zeros(2, 3).long())), "must be a tensor"),
         (lambda m, s: m.write(s, torch.zeros(2, 3, DIM), mask=torch.ones(2, 4, dtype=torch.bool)), "mask"),
         (lambda m, s: m.write_step(s, torch.zeros(2, 3, DIM)), "one pattern per memory"),

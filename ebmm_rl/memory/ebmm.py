@@ -501,6 +501,8 @@ class EBMM(nn.Module):
                 raise ValueError(f"{name}.rows must be a tensor [distinct, {self.dim}], got {_describe(rows)}")
             if not (isinstance(index, Tensor) and index.dim() == 2 and index.shape[1] > 0 and index.dtype == torch.long):
                 raise ValueError(f"{name}.index must be a long tensor [batch, n] of rows, got {_describe(index)}")
+            if index.device != rows.device:
+                raise ValueError(f"{name}.index is on {index.device} but its rows are on {rows.device}; move it with .to()")
             x, n_memories = rows, index.shape[0]
         elif not isinstance(x, Tensor) or x.dim() != 3 or x.shape[-1] != self.dim or x.shape[1] == 0:
             raise ValueError(f"{name} must be a tensor {expected} (batch of memories, patterns, dim), got {_describe(x)}")
