@@ -77,33 +77,42 @@ class ObservationEncoder(nn.Module):
 
     def distinct(self, image: Tensor, direction: Tensor) -> tuple[Tensor, Tensor]:
         """The distinct observations among ``image`` and ``direction`` as the encoder sees them (same encoding, same
-        row), found exactly.
-
-        Each observation is a string of symbols (one per cell, from its three clipped indices, then the heading).
-        Symbols are packed a few at a time into integers, and ``torch.unique`` of (rank of the prefix so far, next
-        integer) gives exact ranks of ever longer prefixes: no hashing, so no collision.
+        row), found exactly by :func:`distinct_rows` of one symbol per cell (its three clipped indices) and the heading.
 
         :param image: ``[N, H, W, 3]`` symbolic indices
         :param direction: ``[N]`` heading
-        :return: ``first`` ``[distinct]``, the position of each distinct observation's first occurrence, and
-            ``row`` ``[N]``, each observation's distinct row (``image[first][row]`` is ``image``, clipped)
+        :return: ``first`` ``[distinct]`` and ``row`` ``[N]`` (``image[first][row]`` is ``image``, clipped)
         """
-        n = image.shape[0]
         cell_codes = (self.clamp_indices(image) * self.cell_radix).sum(dim=-1)  # [N, H, W]
         symbols = torch.cat([cell_codes.flatten(1), direction.long().clamp(0, 3)[:, None]], dim=1)  # [N, symbols]
-        rank_bits = max(n - 1, 1).bit_length()
-        per_word = (63 - rank_bits) // self.symbol_bits  # a rank and a word of symbols fit a (non-negative) int64
-        n_words = -(-symbols.shape[1] // per_word)
-        # Zero padding to whole words: the same for every observation, so the words still tell them apart.
-        symbols = F.pad(symbols, (0, n_words * per_word - symbols.shape[1])).reshape(n, n_words, per_word)
-        place = torch.tensor([2 ** (self.symbol_bits * k) for k in range(per_word)], device=image.device)
-        words = (symbols * place).sum(dim=-1)  # [N, n_words], each < 2^(symbol_bits * per_word)
-        row = torch.zeros(n, dtype=torch.long, device=image.device)
-        for word in words.unbind(dim=1):
-            distinct_codes, row = torch.unique(row * 2 ** (self.symbol_bits * per_word) + word, return_inverse=True)
-        positions = torch.arange(n, device=image.device)
-        first = positions.new_full((distinct_codes.shape[0],), n).scatter_reduce_(0, row, positions, "amin")
-        return first, row
+        return distinct_rows(symbols, self.symbol_bits)
+
+
+def distinct_rows(symbols: Tensor, symbol_bits: int) -> tuple[Tensor, Tensor]:
+    """The distinct rows of a matrix of small non-negative integers, found exactly.
+
+    Symbols are packed a few at a time into integers, and ``torch.unique`` of (rank of the prefix so far, next integer)
+    gives exact ranks of ever longer prefixes: no hashing, so no collision.
+
+    :param symbols: ``[N, L]`` long, each ``< 2 ** symbol_bits``
+    :param symbol_bits: bits of the largest symbol
+    :return: ``first`` ``[distinct]``, the position of each distinct row's first occurrence, and ``row`` ``[N]``, each
+        row's distinct row (``symbols[first][row]`` is ``symbols``)
+    """
+    n, length = symbols.shape
+    rank_bits = max(n - 1, 1).bit_length()
+    per_word = (63 - rank_bits) // symbol_bits  # a rank and a word of symbols fit a (non-negative) int64
+    n_words = -(-length // per_word)
+    # Zero padding to whole words: the same for every row, so the words still tell them apart.
+    symbols = F.pad(symbols, (0, n_words * per_word - length)).reshape(n, n_words, per_word)
+    place = torch.tensor([2 ** (symbol_bits * k) for k in range(per_word)], device=symbols.device)
+    words = (symbols * place).sum(dim=-1)  # [N, n_words], each < 2^(symbol_bits * per_word)
+    row = torch.zeros(n, dtype=torch.long, device=symbols.device)
+    for word in words.unbind(dim=1):
+        distinct_codes, row = torch.unique(row * 2 ** (symbol_bits * per_word) + word, return_inverse=True)
+    positions = torch.arange(n, device=symbols.device)
+    first = positions.new_full((distinct_codes.shape[0],), n).scatter_reduce_(0, row, positions, "amin")
+    return first, row
 
 
 def symbolic_index_high(image_space: spaces.Box) -> tuple[int, int, int]:
@@ -274,10 +283,21 @@ class EBMMExtractor(BaseFeaturesExtractor):
 
     def _features(self, observations: dict[str, Tensor], distinct: bool) -> Tensor:
         patterns, mask = self.encode_window(observations, distinct)
-        current = patterns.rows[patterns.index[:, -1]]  # [batch, pattern_dim]: the last slot is the current observation
+        if not distinct:
+            return self._window_features(patterns, mask)
+        # Equal windows (same observations, same mask) give equal features, the query coming from their last slot. Once
+        # a policy settles, a minibatch of 256 T-maze windows holds some 15 distinct ones.
+        window_symbols = patterns.index * 2 + mask.long()  # [batch, window]
+        first, row = distinct_rows(window_symbols, (2 * patterns.rows.shape[0] - 1).bit_length())
+        features = self._window_features(IndexedPatterns(patterns.rows, patterns.index[first]), mask[first])
+        return features[row]  # [batch, features_dim]
+
+    def _window_features(self, patterns: IndexedPatterns, mask: Tensor) -> Tensor:
+        """:return: ``[windows, features_dim]`` of ``patterns.index`` ``[windows, window]``"""
+        current = patterns.rows[patterns.index[:, -1]]  # [windows, pattern_dim]: the last slot is the current observation
         state = self.write_window(patterns, mask)
-        queries = self.query(current).reshape(-1, self.n_queries, self.pattern_dim)  # [batch, n_queries, pattern_dim]
-        retrieved = self.memory.read(state, queries)  # [batch, n_queries, pattern_dim]
+        queries = self.query(current).reshape(-1, self.n_queries, self.pattern_dim)  # [windows, n_queries, pattern_dim]
+        retrieved = self.memory.read(state, queries)  # [windows, n_queries, pattern_dim]
         return self.head(torch.cat([current, retrieved.flatten(1)], dim=-1))
 
     def memory_loss(self, observations: dict[str, Tensor]) -> Tensor:

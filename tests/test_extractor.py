@@ -18,6 +18,7 @@ from stable_baselines3.common.utils import obs_as_tensor
 import envs
 from agents.ppo_ebmm import EBMMPPO
 from ebmm_rl import EBMMExtractor
+from ebmm_rl.extractor import distinct_rows
 
 ENV_ID = "EBMM-MemoryShort-v0"
 WINDOW = 4
@@ -107,15 +108,29 @@ def test_distinct_observations_are_found_exactly(view):
         assert torch.equal(encoder(images[first][row], directions[first][row]), encoder(images, directions))
 
 
+@pytest.mark.parametrize("symbol_bits", [2, 20])  # many symbols to a word, and one or two
+def test_distinct_rows_are_exact(symbol_bits):
+    generator = torch.Generator().manual_seed(0)
+    pool = torch.randint(0, 2**symbol_bits, (30, 9), generator=generator)
+    pool[1] = pool[0]
+    pool[1, 8] = (pool[0, 8] + 1) % 2**symbol_bits  # differs in the last symbol only
+    symbols = pool[torch.randint(0, 30, (500,), generator=generator)]
+    first, row = distinct_rows(symbols, symbol_bits)
+    assert torch.equal(symbols[first][row], symbols)
+    assert first.shape[0] == torch.unique(symbols, dim=0).shape[0]
+    assert torch.equal(row[first], torch.arange(first.shape[0]))  # first occurrences are their own rows
+
+
 @pytest.mark.parametrize("write", ["batch", "stream"])
 def test_distinct_encoding_computes_the_same_features_and_gradients(write):
     torch.manual_seed(0)
     env = vec_env(n_envs=4)
     extractor = EBMMExtractor(env.observation_space, write=write, **TINY)
     batch = preprocess_obs(observations(env, 6), env.observation_space)  # 24 windows repeating a few observations
-    distinct, _ = extractor.encode_window(batch, distinct=True)
+    distinct, mask = extractor.encode_window(batch, distinct=True)
     every, _ = extractor.encode_window(batch, distinct=False)
     assert distinct.rows.shape[0] < every.rows.shape[0] == 24 * WINDOW
+    assert torch.unique(torch.cat([distinct.index, mask.long()], dim=1), dim=0).shape[0] < 24  # equal windows too
     assert torch.allclose(distinct.dense(), every.dense(), atol=1e-6)
     gradients = {}
     for form in (True, False):
