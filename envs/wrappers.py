@@ -203,11 +203,12 @@ class EpisodicWindow(gym.Wrapper, RecordConstructorArgs):
                 "window_mask": spaces.Box(low=0.0, high=1.0, shape=(window,), dtype=np.float32),
             }
         )
-        # The window itself, shifted by one slot per step (oldest first); observations get copies of it.
+        # The window itself, shifted by one slot per step (oldest first); observations get copies of it. reset() fills
+        # it with padding.
         self._window = {
-            "window_image": np.zeros(window_shape, dtype=image_space.dtype),
-            "window_direction": np.full(window, self._padding_direction, dtype=np.int64),
-            "window_mask": np.zeros(window, dtype=np.float32),
+            key: np.zeros(space.shape, dtype=space.dtype)
+            for key, space in self.observation_space.items()
+            if key.startswith("window_")
         }
 
     def _add_to_window(self, observation: dict[str, Any]) -> dict[str, Any]:
