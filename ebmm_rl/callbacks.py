@@ -178,7 +178,8 @@ class SuccessEvalCallback(BaseCallback):
 
         :return: a row of :data:`EVALUATION_FIELDS`.
         """
-        sync_envs_normalization(self.model.get_env(), self.eval_env)
+        if self.model.get_vec_normalize_env() is not None:  # as SB3's EvalCallback: the wrappers may differ otherwise
+            sync_envs_normalization(self.model.get_env(), self.eval_env)
         returns, lengths = evaluate_policy(
             self.model,
             self.eval_env,

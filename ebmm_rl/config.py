@@ -44,6 +44,8 @@ RUN_KEYS: dict[str, str] = {
     "n_envs": "number of parallel training envs",
     "n_timesteps": "total environment steps to train for",
     "env_kwargs": "keyword arguments of envs.make_env and gymnasium.make (e.g. agent_view_size, three_actions)",
+    "novelty_bonus": "training reward per pose new in the episode (ebmm_rl.exploration); 0 or absent: none",
+    "novelty_bonus_steps": "environment steps over which novelty_bonus decays linearly to 0",
 }
 """Run-level keys every agent accepts; not passed to the algorithm."""
 
@@ -196,6 +198,11 @@ def validate(config: Mapping[str, Any], agent: Agent, source: str) -> None:
         value = config.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise ValueError(f"{source}: {key} must be a positive integer, got {value!r}.")
+    bonus, bonus_steps = config.get("novelty_bonus"), config.get("novelty_bonus_steps")
+    if bonus is not None and (isinstance(bonus, bool) or not isinstance(bonus, (int, float)) or bonus < 0):
+        raise ValueError(f"{source}: novelty_bonus must be a number >= 0 (0: no bonus), got {bonus!r}.")
+    if bonus_steps is not None and (isinstance(bonus_steps, bool) or not isinstance(bonus_steps, int) or bonus_steps < 1):
+        raise ValueError(f"{source}: novelty_bonus_steps must be a positive integer, got {bonus_steps!r}.")
     env_kwargs = config.get("env_kwargs", {})
     if not isinstance(env_kwargs, Mapping):
         raise ValueError(f"{source}: env_kwargs must be a mapping of keyword arguments, got {env_kwargs!r}.")
@@ -288,6 +295,11 @@ def load_config(
     for key in ("n_envs", "n_timesteps"):
         if config.get(key) is None:
             raise ValueError(f"The config of {agent.name!r} on {env_id} sets no {key}; add it to {path} [default].")
+    if config.get("novelty_bonus") and config.get("novelty_bonus_steps") is None:
+        raise ValueError(
+            f"The config of {agent.name!r} on {env_id} sets novelty_bonus but not novelty_bonus_steps, the steps over "
+            "which it decays to 0; set both, e.g. --set novelty_bonus_steps=2400000."
+        )
     return config
 
 

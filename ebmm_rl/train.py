@@ -33,6 +33,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv,
 import envs
 from agents import Agent, agent_names, get_agent
 from ebmm_rl.callbacks import CheckpointCallback, SuccessEvalCallback, latest_checkpoint, replace_atomically
+from ebmm_rl.exploration import NoveltyBonusSchedule, VecNoveltyBonus
 from ebmm_rl.rundir import new_run_dir
 from ebmm_rl.config import load_config, load_yaml, split_config, validate
 
@@ -107,6 +108,7 @@ def make_vec_env(
     n_envs: int,
     seed: int,
     vec_env: str = "dummy",
+    novel_poses: bool = False,
 ) -> VecEnv:
     """Vectorised, monitored envs wrapped the agent's way.
 
@@ -116,9 +118,10 @@ def make_vec_env(
     :param n_envs: number of envs.
     :param seed: env ``i`` is seeded with ``seed + i`` at its first reset.
     :param vec_env: ``"dummy"`` (one process) or ``"subproc"`` (one process per env).
+    :param novel_poses: the envs report new poses (:class:`envs.NovelPoses`), for :class:`VecNoveltyBonus`.
     :return: the ``VecMonitor``-wrapped vector env.
     """
-    env_fn = functools.partial(envs.make_env, env_id, **agent.env_options(config))
+    env_fn = functools.partial(envs.make_env, env_id, novel_poses=novel_poses, **agent.env_options(config))
     vec_env_cls = {"dummy": DummyVecEnv, "subproc": SubprocVecEnv}[vec_env]
     vectorized = vec_env_cls([env_fn] * n_envs)
     vectorized.seed(seed)
@@ -256,7 +259,11 @@ def main(argv: list[str] | None = None) -> TrainResult:
     env_id, seed = settings["env"], settings["seed"]
     run, algorithm_kwargs = split_config(config, agent)
 
-    env = make_vec_env(agent, env_id, config, run["n_envs"], seed, settings["vec_env"])
+    novelty_bonus = run.get("novelty_bonus") or 0.0
+    env = make_vec_env(agent, env_id, config, run["n_envs"], seed, settings["vec_env"], novel_poses=novelty_bonus > 0)
+    if novelty_bonus > 0:
+        # Outside VecMonitor: the logged episode returns and every evaluation stay on the task's own reward.
+        env = VecNoveltyBonus(env, novelty_bonus)
     eval_env = make_vec_env(agent, env_id, config, min(run["n_envs"], settings["eval_episodes"]), seed + EVAL_SEED_OFFSET)
     model: BaseAlgorithm
     if checkpoint is None:
@@ -287,6 +294,8 @@ def main(argv: list[str] | None = None) -> TrainResult:
         log_path=run_dir / EVALUATIONS_FILE,
     )
     callbacks = [evaluation, checkpoints]  # a checkpoint at step N follows the evaluation at N
+    if novelty_bonus > 0:
+        callbacks.append(NoveltyBonusSchedule(env, novelty_bonus, run["novelty_bonus_steps"]))
     progress = None if args.no_progress else ProgressBarCallback()
     if progress is not None:
         callbacks.append(progress)

@@ -1,8 +1,8 @@
 """Wrappers that turn MiniGrid Memory tasks into SB3-ready environments, one transform per class, and :func:`make_env`.
 
 :func:`make_env` applies them in this order: ``DropMission`` -> ``SymbolicImage`` -> ``ThreeActions`` (optional) ->
-``CueOracle`` (optional) -> ``EpisodicWindow`` (optional). Every wrapper records its constructor arguments, so
-``env.spec`` can rebuild the whole stack.
+``CueOracle`` (optional) -> ``EpisodicWindow`` (optional) -> ``NovelPoses`` (optional). Every wrapper records its
+constructor arguments, so ``env.spec`` can rebuild the whole stack.
 """
 
 from __future__ import annotations
@@ -236,6 +236,46 @@ class EpisodicWindow(gym.Wrapper, RecordConstructorArgs):
         return self._add_to_window(observation), reward, terminated, truncated, info
 
 
+class NovelPoses(gym.Wrapper, RecordConstructorArgs):
+    """Say in ``info["novel_pose"]`` whether a step reached a pose (position and direction) that the agent has not
+    been in before in this episode; observations and rewards are unchanged.
+
+    The signal of an episodic exploration bonus (:class:`ebmm_rl.exploration.VecNoveltyBonus` adds it to the training
+    reward): in ``MiniGrid-Memory-v0`` the agent starts facing away from the cue, and a policy that has learned to walk
+    straight to the choice never turns back to look unless something pays for new poses. Turning in place and walking
+    into a wall repeat poses, so they earn nothing.
+
+    :param env: a (wrapped) MiniGrid env (its ``unwrapped`` has ``agent_pos`` and ``agent_dir``).
+    """
+
+    def __init__(self, env: gym.Env):
+        RecordConstructorArgs.__init__(self)
+        gym.Wrapper.__init__(self, env)
+        if not hasattr(env.unwrapped, "agent_pos") or not hasattr(env.unwrapped, "agent_dir"):
+            raise TypeError(f"NovelPoses needs a MiniGrid env (agent_pos, agent_dir), got {type(env.unwrapped)}.")
+        self._poses: set[tuple[int, int, int]] = set()
+
+    def _visit(self) -> bool:
+        """Record the current pose; True if it is new in this episode."""
+        grid_env = self.env.unwrapped
+        pose = (int(grid_env.agent_pos[0]), int(grid_env.agent_pos[1]), int(grid_env.agent_dir))
+        novel = pose not in self._poses
+        self._poses.add(pose)
+        return novel
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        observation, info = self.env.reset(seed=seed, options=options)
+        self._poses.clear()
+        self._visit()  # the start pose is not new to the agent after the first step
+        return observation, info
+
+    def step(self, action: Any) -> tuple[dict[str, Any], SupportsFloat, bool, bool, dict[str, Any]]:
+        observation, reward, terminated, truncated, info = self.env.step(action)
+        return observation, reward, terminated, truncated, {**info, "novel_pose": self._visit()}
+
+
 def resolve_env_id(name: str) -> str:
     """Map a command-line env name to a registered gymnasium id.
 
@@ -265,17 +305,19 @@ def make_env(
     window: int | None = None,
     three_actions: bool = True,
     oracle: bool = False,
+    novel_poses: bool = False,
     **env_kwargs: Any,
 ) -> gym.Env:
     """Make a MiniGrid (Memory) env ready for SB3's ``MultiInputPolicy``.
 
     Always applies :class:`DropMission` and :class:`SymbolicImage`; the options add the other wrappers in the order
-    ``ThreeActions``, ``CueOracle``, ``EpisodicWindow``.
+    ``ThreeActions``, ``CueOracle``, ``EpisodicWindow``, ``NovelPoses``.
 
     :param env_id: a registered id or an alias (see :func:`resolve_env_id`).
     :param window: if given, add :class:`EpisodicWindow` with this many observations.
     :param three_actions: restrict the actions to left, right, forward (:class:`ThreeActions`).
     :param oracle: add the cue identity (:class:`CueOracle`; benchmarks only, Memory tasks only).
+    :param novel_poses: report new poses in ``info["novel_pose"]`` (:class:`NovelPoses`; for an exploration bonus).
     :param env_kwargs: passed to ``gymnasium.make`` (e.g. ``agent_view_size=3``, ``render_mode="rgb_array"``).
     :return: the wrapped env.
     """
@@ -287,4 +329,6 @@ def make_env(
         env = CueOracle(env)
     if window is not None:
         env = EpisodicWindow(env, window=window)
+    if novel_poses:
+        env = NovelPoses(env)
     return env

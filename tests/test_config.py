@@ -126,6 +126,9 @@ def test_unknown_env_section_in_a_file_suggests_one(ppo, tmp_path):
         ("env_kwargs=3", "env_kwargs must be a mapping"),
         ("env_kwargs.oracle=true", "env_kwargs may not set 'oracle'"),
         ("window=4", "unknown key 'window'"),
+        ("novelty_bonus=-0.1", "novelty_bonus must be a number >= 0"),
+        ("novelty_bonus_steps=0", "novelty_bonus_steps must be a positive integer"),
+        ("novelty_bonus=0.01", "sets novelty_bonus but not novelty_bonus_steps"),
     ],
 )
 def test_bad_values(ppo, override, message):

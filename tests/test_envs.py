@@ -17,6 +17,7 @@ from envs import (
     CueOracle,
     CueStartMemoryEnv,
     EpisodicWindow,
+    NovelPoses,
     make_env,
     register_envs,
     resolve_env_id,
@@ -35,6 +36,7 @@ WRAPPER_OPTIONS = [
     pytest.param({"oracle": True}, id="oracle"),
     pytest.param({"window": 4}, id="window"),
     pytest.param({"window": 1, "oracle": True, "agent_view_size": 5}, id="window1_oracle_view5"),
+    pytest.param({"window": 2, "novel_poses": True}, id="window_novel_poses"),
 ]
 
 
@@ -257,3 +259,27 @@ def test_sb3_ppo_learns_on_wrapped_env():
     # window arrays.
     env = make_env("EBMM-MemoryShort-v0", window=4, oracle=True)
     PPO("MultiInputPolicy", env, n_steps=16, batch_size=16, seed=0).learn(32)
+
+
+@pytest.mark.parametrize(("seed", "steps_east"), [(5, 2), (7, 1)])  # starts at x = 7 and at x = 10, the hallway's end
+def test_novel_poses_marks_the_first_visit_of_each_pose_in_an_episode(seed: int, steps_east: int):
+    env = make_env("MiniGrid-Memory-v0", novel_poses=True)
+    left, right, forward = 0, 1, 2
+    reference = make_env("MiniGrid-Memory-v0")
+    for _ in range(2):  # reset forgets the poses
+        observation, _ = env.reset(seed=seed)
+        expected, _ = reference.reset(seed=seed)
+        assert data_equivalence(observation, expected)
+        novel = []
+        for action in (left, left, left, left, right, left, forward, forward):
+            observation, reward, *_, info = env.step(action)
+            expected, expected_reward, *_ = reference.step(action)
+            assert data_equivalence(observation, expected) and reward == expected_reward
+            novel.append(info["novel_pose"])
+        # Three new directions, then back to seen ones; each step east that moves is new, one into the wall is not.
+        assert novel == [True, True, True, False, False, False] + [True] * steps_east + [False] * (2 - steps_east)
+
+
+def test_novel_poses_needs_a_minigrid_env():
+    with pytest.raises(TypeError, match="NovelPoses needs a MiniGrid env"):
+        NovelPoses(gym.make("CartPole-v1"))

@@ -9,6 +9,7 @@ import pytest
 import torch
 import yaml
 from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from ebmm_rl import benchmark, evaluate, train
 from ebmm_rl.callbacks import CheckpointCallback, latest_checkpoint
@@ -215,3 +216,16 @@ def test_init_from_starts_a_new_run_from_another_runs_weights(trained_run, tmp_p
     assert not all(torch.equal(source[key], fresh[key]) for key in source)
     with pytest.raises(ValueError, match="do not fit this run's ppo model"):
         train.main([*TINY, *frozen, "--set", "policy_kwargs.net_arch=[8]", "--init-from", str(trained_run.model_path)])
+
+
+def test_training_cli_decays_the_bonus_and_logs_it(tmp_path):
+    result = train.main([*TINY, "--set", "novelty_bonus=0.5", "--set", "novelty_bonus_steps=64", "--run-dir", str(tmp_path)])
+    assert result.num_timesteps == 64
+    config = yaml.safe_load((result.run_dir / "config.yml").read_text())
+    assert (config["novelty_bonus"], config["novelty_bonus_steps"]) == (0.5, 64)
+    (events,) = result.run_dir.rglob("events.out.tfevents.*")
+    accumulator = EventAccumulator(str(events))
+    accumulator.Reload()
+    logged = [(event.step, event.value) for event in accumulator.Scalars("rollout/novelty_bonus")]
+    # Rollouts of 2 envs x 16 steps start at 0 and 32 steps; each is logged when its rollout ends.
+    assert logged == [(32, pytest.approx(0.5)), (64, pytest.approx(0.25))]
