@@ -72,8 +72,5 @@ class NoveltyBonusSchedule(BaseCallback):
         self.bonus_env.bonus = self.bonus_at(self.num_timesteps)
         self.logger.record("rollout/novelty_bonus", self.bonus_env.bonus)
 
-    def _on_training_start(self) -> None:
-        self.bonus_env.bonus = self.bonus_at(self.num_timesteps)
-
     def _on_step(self) -> bool:
         return True
