@@ -229,3 +229,23 @@ def test_training_cli_decays_the_bonus_and_logs_it(tmp_path):
     logged = [(event.step, event.value) for event in accumulator.Scalars("rollout/novelty_bonus")]
     # Rollouts of 2 envs x 16 steps start at 0 and 32 steps; each is logged when its rollout ends.
     assert logged == [(32, pytest.approx(0.5)), (64, pytest.approx(0.25))]
+
+
+def test_the_minigrid_memory_curriculum_carries_ppo_ebmm_from_the_s13_tmaze(tmp_path):
+    """results/benchmark_minigrid_memory_curriculum/run.sh: the S13 T-maze's ppo_ebmm initialises a MiniGrid-Memory run
+    (same view, window and memory in both config sections), which trains with the novelty bonus."""
+    from stable_baselines3 import PPO
+
+    tiny_ppo_ebmm = [
+        "--agent", "ppo_ebmm", "--timesteps", "32", "--n-envs", "2", "--set", "n_steps=16", "--set", "batch_size=16",
+        "--set", "n_epochs=1", "--eval-freq", "0", "--eval-episodes", "2", "--checkpoint-freq", "0", "--device", "cpu",
+        "--no-progress", "--run-dir", str(tmp_path),
+    ]  # fmt: skip
+    stage1 = train.main(["--env", "EBMM-MemoryS13TMaze", *tiny_ppo_ebmm])
+    frozen = ["--set", "learning_rate=0.0", "--set", "novelty_bonus=0.01", "--set", "novelty_bonus_steps=32"]
+    stage2 = train.main(["--env", "MiniGrid-Memory", *tiny_ppo_ebmm, *frozen, "--init-from", str(stage1.run_dir)])
+    assert stage2.run_dir.name.startswith("MiniGrid-Memory-v0__ppo_ebmm__")
+    source = PPO.load(stage1.model_path, device="cpu").policy.state_dict()
+    started = PPO.load(stage2.model_path, device="cpu").policy.state_dict()
+    assert source.keys() == started.keys()
+    assert all(torch.equal(source[key], started[key]) for key in source)
