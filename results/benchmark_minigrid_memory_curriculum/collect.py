@@ -12,10 +12,13 @@ from ebmm_rl.benchmark import plot_success, steps_to_hold, steps_to_threshold
 HERE = Path(__file__).parent
 SCRATCH = HERE.parent / "benchmark_minigrid_memory_bonus"
 ENV = "MiniGrid-Memory-v0"
-# (label, seed, stage-1 evaluations, stage-2 evaluations): both ppo_ebmm seeds start from stage-1 seed 0's model
+# (label, seed, stage-1 evaluations, stage-2 evaluations): ppo_ebmm seeds 0 and 1 start from stage-1 seed 0's model,
+# seeds 2 and 3 (run.sh as committed) from their own
 CURRICULUM = [
     ("ppo_ebmm, curriculum", 0, "ppo_ebmm_seed0_stage1.csv", "ppo_ebmm_seed0_stage2.csv"),
     ("ppo_ebmm, curriculum", 1, "ppo_ebmm_seed0_stage1.csv", "ppo_ebmm_seed1_stage2.csv"),
+    ("ppo_ebmm, curriculum, own stage 1", 2, "ppo_ebmm_seed2_stage1.csv", "ppo_ebmm_seed2_stage2.csv"),
+    ("ppo_ebmm, curriculum, own stage 1", 3, "ppo_ebmm_seed3_stage1.csv", "ppo_ebmm_seed3_stage2.csv"),
     ("ppo_oracle, curriculum", 0, "ppo_oracle_seed0_stage1.csv", "ppo_oracle_seed0_stage2.csv"),
 ]
 
