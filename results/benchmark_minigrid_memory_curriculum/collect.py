@@ -32,36 +32,27 @@ def read(path: Path) -> list[dict]:
         ]
 
 
+def evaluation(agent: str, seed: int, row: dict, step_offset: float = 0.0) -> dict:
+    """One row of the benchmark's evaluations.csv layout, its steps moved by ``step_offset``."""
+    return {
+        "agent": agent,
+        "env": ENV,
+        "seed": seed,
+        "timesteps": step_offset + row["timesteps"],
+        "success_rate": row["success_rate"],
+        "mean_reward": row["mean_reward"],
+        "fps": row["fps"],
+    }
+
+
 rows = []
 for label, seed, stage1, stage2 in CURRICULUM:
     offset = max(row["timesteps"] for row in read(HERE / stage1))
-    for row in read(HERE / stage2):
-        rows.append(
-            {
-                "agent": label,
-                "env": ENV,
-                "seed": seed,
-                "timesteps": offset + row["timesteps"],
-                "success_rate": row["success_rate"],
-                "mean_reward": row["mean_reward"],
-                "fps": row["fps"],
-            }
-        )
+    rows += [evaluation(label, seed, row, offset) for row in read(HERE / stage2)]
 for row in read(SCRATCH / "evaluations.csv"):
     rows.append(row | {"agent": f"{row['agent']}, from scratch"})
 for seed in (0, 1):
-    for row in read(SCRATCH / f"ppo_ebmm_seed{seed}_evaluations.csv"):
-        rows.append(
-            {
-                "agent": "ppo_ebmm, from scratch",
-                "env": ENV,
-                "seed": seed,
-                "timesteps": row["timesteps"],
-                "success_rate": row["success_rate"],
-                "mean_reward": row["mean_reward"],
-                "fps": row["fps"],
-            }
-        )
+    rows += [evaluation("ppo_ebmm, from scratch", seed, row) for row in read(SCRATCH / f"ppo_ebmm_seed{seed}_evaluations.csv")]
 
 columns = ("agent", "env", "seed", "timesteps", "success_rate", "mean_reward", "fps")
 with open(HERE / "evaluations.csv", "w", newline="") as file:
