@@ -1,7 +1,7 @@
 """Agents: an SB3 algorithm, its policy and how its environment is wrapped, one module per agent.
 
 Each module ``agents/<name>.py`` defines one :class:`Agent` named ``AGENT`` whose ``name`` is the module name, and
-``configs/<name>.yml`` holds its hyperparameters (see :mod:`ebmm_rl.config`). Adding an agent is exactly these two
+``configs/<name>.yml`` holds its hyperparameters (see :mod:`ebmm_rl.runs.config`). Adding an agent is exactly these two
 files: :func:`agent_names` finds the module without importing it and :func:`get_agent` imports only the one asked for,
 so an agent whose dependencies are missing does not break the others.
 
@@ -24,7 +24,7 @@ __all__ = ["Agent", "agent_names", "get_agent"]
 
 @dataclass(frozen=True)
 class Agent:
-    """An algorithm, its policy and the wrapping of its env (:func:`envs.make_env` options).
+    """An algorithm, its policy and the wrapping of its env (:func:`ebmm_rl.envs.make_env` options).
 
     :param name: the agent's name on the command line; must equal its module's name.
     :param algorithm: the SB3 algorithm class (``PPO``, ``RecurrentPPO`` or a subclass). Its constructor's argument
@@ -32,9 +32,9 @@ class Agent:
     :param policy: the default ``policy`` argument (a registered name like ``"MultiInputPolicy"``); a config may
         override it with ``policy: <name or dotted class path>``.
     :param description: one line for ``--help``.
-    :param window: if set, the agent sees an :class:`envs.EpisodicWindow` of this many observations by default, and its
+    :param window: if set, the agent sees an :class:`ebmm_rl.envs.EpisodicWindow` of this many observations by default, and its
         config accepts the run-level key ``window`` to change it. ``None``: no window, and ``window`` is not a valid key.
-    :param oracle: wrap the env in :class:`envs.CueOracle` (the cue's identity in the observation; benchmarks only).
+    :param oracle: wrap the env in :class:`ebmm_rl.envs.CueOracle` (the cue's identity in the observation; benchmarks only).
     """
 
     name: str
@@ -55,9 +55,9 @@ class Agent:
         return {} if self.window is None else {"window": self.window}
 
     def env_options(self, config: dict[str, Any]) -> dict[str, Any]:
-        """Keyword arguments of :func:`envs.make_env` for this agent under a resolved config.
+        """Keyword arguments of :func:`ebmm_rl.envs.make_env` for this agent under a resolved config.
 
-        :param config: a config from :func:`ebmm_rl.config.load_config` (``window``, ``env_kwargs`` are read).
+        :param config: a config from :func:`ebmm_rl.runs.config.load_config` (``window``, ``env_kwargs`` are read).
         :return: ``window``, ``oracle`` and the config's ``env_kwargs`` (e.g. ``agent_view_size``, ``three_actions``).
         """
         return {"window": config.get("window"), "oracle": self.oracle, **config.get("env_kwargs", {})}
@@ -72,7 +72,7 @@ def agent_names() -> list[str]:
 
 
 def get_agent(name: str) -> Agent:
-    """Import ``agents.<name>`` and return its ``AGENT``.
+    """Import ``ebmm_rl.agents.<name>`` and return its ``AGENT``.
 
     :param name: an agent name (see :func:`agent_names`).
     :return: the agent.

@@ -6,7 +6,7 @@ and a choice object.
 
 from stable_baselines3 import PPO
 
-from agents import Agent
+from ebmm_rl.agents import Agent
 
 AGENT = Agent(
     name="ppo",

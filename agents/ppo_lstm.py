@@ -6,7 +6,7 @@ is reset at every episode start.
 
 from sb3_contrib import RecurrentPPO
 
-from agents import Agent
+from ebmm_rl.agents import Agent
 
 AGENT = Agent(
     name="ppo_lstm",

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 from ebmm_rl.memory import EBMM, ConvEnergy, EBMMCell, MemoryState, MLPEnergy
 
 if TYPE_CHECKING:
-    from ebmm_rl.extractor import EBMMExtractor
-    from ebmm_rl.recurrent import EBMMRecurrentPolicy
+    from ebmm_rl.sb3.extractor import EBMMExtractor
+    from ebmm_rl.sb3.recurrent import EBMMRecurrentPolicy
 
 __version__ = "0.1.0"
 
@@ -18,11 +18,11 @@ __all__ = ["EBMM", "ConvEnergy", "EBMMCell", "EBMMExtractor", "EBMMRecurrentPoli
 def __getattr__(name: str) -> object:
     # Imported on first use so that the pure-torch memory core loads without Stable-Baselines3 and gymnasium.
     if name == "EBMMExtractor":
-        from ebmm_rl.extractor import EBMMExtractor
+        from ebmm_rl.sb3.extractor import EBMMExtractor
 
         return EBMMExtractor
     if name == "EBMMRecurrentPolicy":
-        from ebmm_rl.recurrent import EBMMRecurrentPolicy
+        from ebmm_rl.sb3.recurrent import EBMMRecurrentPolicy
 
         return EBMMRecurrentPolicy
     raise AttributeError(f"module 'ebmm_rl' has no attribute {name!r}")

@@ -1,6 +1,6 @@
 """Benchmark agents on memory tasks over seeds: ``python -m ebmm_rl.benchmark --agents ppo ppo_lstm --seeds 0 1 2``.
 
-Every (agent, env, seed) is one :mod:`ebmm_rl.train` run (``train.main`` called in a worker process of its own; run
+Every (agent, env, seed) is one training run (:mod:`ebmm_rl.runs.training`, in a worker process of its own; run
 directories go to ``--run-dir``). From the runs' periodic evaluations it writes, into ``--out``:
 
 - ``evaluations.csv``: agent, env, seed, timesteps, success_rate, mean_reward, fps, one row per evaluation;
@@ -19,6 +19,7 @@ import csv
 import json
 import multiprocessing
 import os
+import shlex
 import sys
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -28,10 +29,11 @@ from typing import Any
 
 import numpy as np
 
-import envs
-from agents import agent_names, get_agent
-from ebmm_rl import train
-from ebmm_rl.config import load_config
+from ebmm_rl import envs
+from ebmm_rl.agents import agent_names, get_agent
+from ebmm_rl.runs.config import load_config
+from ebmm_rl.runs.directory import EVALUATIONS_FILE
+from ebmm_rl.runs.training import TRAIN_PROGRAM, start_run, train_run
 
 PROGRAM = "python -m ebmm_rl.benchmark"
 EVALUATION_COLUMNS = ("agent", "env", "seed", "timesteps", "success_rate", "mean_reward", "fps")
@@ -66,15 +68,23 @@ class BenchmarkResult:
     failed: list[tuple[str, str, int, str]] = field(default_factory=list)
 
 
-def _train_in_worker(argv: list[str]) -> dict[str, Any]:
-    """Run ``train.main(argv)`` in a worker process."""
-    result = train.main(argv)
+def _train_in_worker(
+    options: dict[str, Any], overrides: list[str], timesteps: int | None, n_envs: int | None, threads: int
+) -> dict[str, Any]:
+    """One training run (:func:`ebmm_rl.runs.training.train_run`) in a worker process."""
+    argv = [f"--{key.replace('_', '-')}={value}" for key, value in options.items() if value not in (None, False)]
+    argv = [option.removesuffix("=True") for option in argv]
+    argv += [f"--timesteps={timesteps}"] * (timesteps is not None) + [f"--n-envs={n_envs}"] * (n_envs is not None)
+    argv += [f"--set={item}" for item in overrides] + [f"--threads={threads}", "--no-progress"]
+    command = shlex.join([*shlex.split(TRAIN_PROGRAM), *argv])
+    run_dir, settings, config = start_run(options, command, overrides=overrides, timesteps=timesteps, n_envs=n_envs)
+    result = train_run(run_dir, settings, config, threads=threads, progress_bar=False)
     return {"run_dir": str(result.run_dir), "fps": result.fps, "interrupted": result.interrupted}
 
 
 def read_evaluations(run_dir: str | Path) -> list[dict[str, float]]:
     """The rows of a run's ``evaluations.csv`` as numbers, in step order."""
-    with open(Path(run_dir) / train.EVALUATIONS_FILE, newline="") as file:
+    with open(Path(run_dir) / EVALUATIONS_FILE, newline="") as file:
         rows = [{key: float(value) for key, value in row.items()} for row in csv.DictReader(file)]
     return sorted(rows, key=lambda row: row["timesteps"])
 
@@ -210,15 +220,13 @@ def main(argv: list[str] | None = None) -> BenchmarkResult:
     jobs = [(agent, env_id, seed) for agent in args.agents for env_id in env_ids for seed in args.seeds]
     cpus = os.cpu_count() or 1
     workers = min(args.workers or cpus, len(jobs))
-    common = ["--run-dir", args.run_dir, "--no-progress", "--device", args.device, "--threads", str(args.threads)]
-    common += ["--eval-freq", str(args.eval_freq), "--eval-episodes", str(args.eval_episodes)]
-    if args.eval_deterministic:
-        common.append("--eval-deterministic")
-    for option, value in (("--timesteps", args.timesteps), ("--n-envs", args.n_envs)):
-        if value is not None:
-            common += [option, str(value)]
-    for item in args.set:
-        common += ["--set", item]
+    common = {
+        "run_dir": args.run_dir,
+        "device": args.device,
+        "eval_freq": args.eval_freq,
+        "eval_episodes": args.eval_episodes,
+        "eval_deterministic": args.eval_deterministic,
+    }
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -229,8 +237,9 @@ def main(argv: list[str] | None = None) -> BenchmarkResult:
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {}
         for agent, env_id, seed in jobs:
-            job_argv = ["--agent", agent, "--env", env_id, "--seed", str(seed), *common]
-            futures[pool.submit(_train_in_worker, job_argv)] = (agent, env_id, seed)
+            options = {"agent": agent, "env": env_id, "seed": seed, **common}
+            future = pool.submit(_train_in_worker, options, args.set, args.timesteps, args.n_envs, args.threads)
+            futures[future] = (agent, env_id, seed)
         for done, future in enumerate(as_completed(futures), start=1):
             agent, env_id, seed = futures[future]
             try:

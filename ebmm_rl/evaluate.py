@@ -18,10 +18,10 @@ from PIL import Image
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.evaluation import evaluate_policy
 
-import envs
-from agents import Agent, get_agent
-from ebmm_rl.config import load_yaml, parse_override
-from ebmm_rl.train import ARGS_FILE, CONFIG_FILE, EVAL_SEED_OFFSET, make_vec_env, model_file
+from ebmm_rl import envs
+from ebmm_rl.agents import Agent
+from ebmm_rl.runs.config import parse_override
+from ebmm_rl.runs.experiment import EVAL_SEED_OFFSET, load_run, make_vec_env
 
 PROGRAM = "python -m ebmm_rl.evaluate"
 GIF_FRAME_MS = 150
@@ -51,25 +51,6 @@ class EvalResult:
     std_reward: float
     mean_ep_length: float
     gif_path: Path | None = None
-
-
-def load_run(run_dir: str | Path, device: str = "auto") -> tuple[Agent, dict[str, Any], dict[str, Any], BaseAlgorithm, Path]:
-    """Load a run directory written by :mod:`ebmm_rl.train`.
-
-    :param run_dir: the run directory.
-    :param device: torch device for the model.
-    :return: the agent, the run settings (``args.yml``), the config (``config.yml``), the model (its final model, or
-        the latest checkpoint of an unfinished run) and the model's path.
-    :raises FileNotFoundError: if the directory is not a run or holds no model.
-    """
-    run_dir = Path(run_dir)
-    if not (run_dir / ARGS_FILE).is_file() or not (run_dir / CONFIG_FILE).is_file():
-        raise FileNotFoundError(f"{run_dir} is not a run directory of ebmm_rl.train (it needs {ARGS_FILE} and {CONFIG_FILE}).")
-    settings = load_yaml(run_dir / ARGS_FILE)
-    config = load_yaml(run_dir / CONFIG_FILE)
-    agent = get_agent(settings["agent"])
-    model_path = model_file(run_dir)
-    return agent, settings, config, agent.algorithm.load(model_path, device=device), model_path
 
 
 def record_gif(

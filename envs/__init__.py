@@ -1,12 +1,12 @@
 """Gymnasium tasks and wrappers for episodic-memory agents.
 
 Nothing is registered on import: call :func:`register_envs` (idempotent) before ``gymnasium.make``, or use
-:func:`make_env`, which registers and wraps in one go. Tasks live in one module each (:mod:`envs.memory`), wrappers in
-:mod:`envs.wrappers`.
+:func:`make_env`, which registers and wraps in one go. Tasks live in one module each (:mod:`ebmm_rl.envs.memory`), wrappers in
+:mod:`ebmm_rl.envs.wrappers`.
 """
 
-from envs.memory import DEFAULT_ENV_ID, ENV_ALIASES, CueStartMemoryEnv, register_memory_envs
-from envs.wrappers import (
+from ebmm_rl.envs.memory import DEFAULT_ENV_ID, ENV_ALIASES, CueStartMemoryEnv, register_memory_envs
+from ebmm_rl.envs.wrappers import (
     CueOracle,
     DropMission,
     EpisodicWindow,

@@ -25,12 +25,12 @@ size, no cell shows both and a memoryless agent is at about 50% success.
 
 MiniGrid's dict: ``image`` uint8 ``[agent_view_size, agent_view_size, 3]`` (object, colour, state per cell of the
 egocentric view), ``direction`` Discrete(4) (0 east, 1 south, 2 west, 3 north) and ``mission`` (a constant text;
-drop it with :class:`envs.wrappers.DropMission` for SB3).
+drop it with :class:`ebmm_rl.envs.wrappers.DropMission` for SB3).
 
 ## Actions
 
 Discrete(7) as in MiniGrid; only 0 (turn left), 1 (turn right) and 2 (forward) matter
-(:class:`envs.wrappers.ThreeActions` restricts the space to them). ``pickup`` acts as ``toggle``, which does nothing
+(:class:`ebmm_rl.envs.wrappers.ThreeActions` restricts the space to them). ``pickup`` acts as ``toggle``, which does nothing
 here.
 
 ## Rewards
@@ -44,7 +44,7 @@ is truncated after ``max_steps`` steps.
 
 ## Registered ids
 
-``register_memory_envs()`` (called by :func:`envs.register_envs`) makes sure all of these exist:
+``register_memory_envs()`` (called by :func:`ebmm_rl.envs.register_envs`) makes sure all of these exist:
 
 - ``MiniGrid-MemoryS{7,9,11,13,15,17}-v0`` and ``MiniGrid-MemoryS{7,9,11,13,15,17}Random-v0``: minigrid's MemoryEnv
   with ``size`` S (``Random``: random hallway length). minigrid registers S7, S9, S11, S13, S13Random and S17Random
@@ -56,10 +56,10 @@ is truncated after ``max_steps`` steps.
 - ``EBMM-MemoryShort-v0``: :class:`CueStartMemoryEnv` with ``corridor_length=0`` (7x7 grid), a 3x3 view and
   ``max_steps=56``. The cue is in view at reset and the shortest solution takes 7 steps, so credit assignment is easy;
   meant for fast experiments and for the agent benchmark (a PPO agent told the cue by
-  :class:`envs.wrappers.CueOracle` should reach >= 95% success within about 1M steps).
+  :class:`ebmm_rl.envs.wrappers.CueOracle` should reach >= 95% success within about 1M steps).
 - ``EBMM-MemoryTMaze-v0``: ``EBMM-MemoryShort-v0`` with ``fixed_layout=True`` (key always north, ball always south):
   the cue alone says which way to turn at the junction, so the choice needs no comparison of the cue with the objects.
-  The agent benchmark's task: PPO told the cue (:class:`envs.wrappers.CueOracle`) solves it within about 30k steps,
+  The agent benchmark's task: PPO told the cue (:class:`ebmm_rl.envs.wrappers.CueOracle`) solves it within about 30k steps,
   a memoryless agent stays at 50%.
 - ``EBMM-MemoryS13TMaze-v0``: ``EBMM-MemoryTMaze-v0`` at the size of ``MiniGrid-Memory-v0`` with MiniGrid's 7x7
   view (``corridor_length=6``: 13x7 grid; key always north) and S13's ``max_steps=845``, long enough for random
@@ -67,7 +67,7 @@ is truncated after ``max_steps`` steps.
   steps). The agent starts facing the cue; from the hallway and the junction the cue is out of view, and the shortest
   solution takes 13 steps. It keeps S13's memory demand without its exploration problem: in ``MiniGrid-Memory-v0``
   the agent starts anywhere in the hallway facing east, away from the cue, and must learn to turn back and look
-  first, which PPO told the cue (:class:`envs.wrappers.CueOracle`) did not learn: it went straight to the junction
+  first, which PPO told the cue (:class:`ebmm_rl.envs.wrappers.CueOracle`) did not learn: it went straight to the junction
   (0.42-0.62 success in every evaluation up to 1.5M steps, also with ten times the entropy bonus).
 - ``EBMM-MemoryLong-v0``: :class:`CueStartMemoryEnv` with ``corridor_length=200`` and a 3x3 view: at least 204 steps
   between seeing the cue and reaching the junction. Set the delay with ``gymnasium.make("EBMM-MemoryLong-v0",
@@ -109,7 +109,7 @@ CUE_START_HEIGHT = 7
 """Grid height of :class:`CueStartMemoryEnv`: the smallest height MemoryEnv's layout fits in."""
 
 MEMORY_ENTRY_POINT = "minigrid.envs:MemoryEnv"
-CUE_START_ENTRY_POINT = "envs.memory:CueStartMemoryEnv"
+CUE_START_ENTRY_POINT = "ebmm_rl.envs.memory:CueStartMemoryEnv"
 
 # id -> (entry point, keyword arguments). The MiniGrid family entries that minigrid already registers are skipped at
 # registration time, so their definitions stay minigrid's.
@@ -135,7 +135,7 @@ MEMORY_ENV_SPECS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 ENV_ALIASES: dict[str, str] = {env_id.removesuffix("-v0"): env_id for env_id in MEMORY_ENV_SPECS}
-"""Names accepted by :func:`envs.resolve_env_id` besides registered ids: each id without its ``-v0`` suffix."""
+"""Names accepted by :func:`ebmm_rl.envs.resolve_env_id` besides registered ids: each id without its ``-v0`` suffix."""
 
 
 def register_memory_envs() -> tuple[str, ...]:

@@ -18,7 +18,7 @@ from minigrid.core.actions import Actions
 from minigrid.core.constants import COLOR_TO_IDX, OBJECT_TO_IDX, STATE_TO_IDX
 from minigrid.envs import MemoryEnv
 
-from envs.memory import CUE_OBJECT_TYPES, ENV_ALIASES, cue_position, register_memory_envs
+from ebmm_rl.envs.memory import CUE_OBJECT_TYPES, ENV_ALIASES, cue_position, register_memory_envs
 
 CUE_UNKNOWN = 0
 """``cue`` value of :class:`CueOracle` before the cue has been in view; ``1 + CUE_OBJECT_TYPES.index(type)`` after."""
@@ -109,7 +109,7 @@ class ThreeActions(gym.ActionWrapper, RecordConstructorArgs):
 class CueOracle(gym.Wrapper, RecordConstructorArgs):
     """Tell the agent the cue's identity once the cue has been in its view (for benchmarks only: this is the memory).
 
-    The cue is the object in the start room (:func:`envs.memory.cue_position`); the matching choice object has its
+    The cue is the object in the start room (:func:`ebmm_rl.envs.memory.cue_position`); the matching choice object has its
     type. "In view" means visible in the agent's observation (within the view and not occluded), checked with
     MiniGrid's ``agent_sees`` after reset and after every step. Once seen, the identity stays for the episode.
 
@@ -240,7 +240,7 @@ class NovelPoses(gym.Wrapper, RecordConstructorArgs):
     """Say in ``info["novel_pose"]`` whether a step reached a pose (position and direction) that the agent has not
     been in before in this episode; observations and rewards are unchanged.
 
-    The signal of an episodic exploration bonus (:class:`ebmm_rl.exploration.VecNoveltyBonus` adds it to the training
+    The signal of an episodic exploration bonus (:class:`ebmm_rl.sb3.exploration.VecNoveltyBonus` adds it to the training
     reward): in ``MiniGrid-Memory-v0`` the agent starts facing away from the cue, and a policy that has learned to walk
     straight to the choice never turns back to look unless something pays for new poses. Turning in place and walking
     into a wall repeat poses, so they earn nothing.
@@ -279,7 +279,7 @@ class NovelPoses(gym.Wrapper, RecordConstructorArgs):
 def resolve_env_id(name: str) -> str:
     """Map a command-line env name to a registered gymnasium id.
 
-    Registered ids map to themselves; aliases (:data:`envs.memory.ENV_ALIASES`, e.g. ``MiniGrid-Memory`` ->
+    Registered ids map to themselves; aliases (:data:`ebmm_rl.envs.memory.ENV_ALIASES`, e.g. ``MiniGrid-Memory`` ->
     ``MiniGrid-Memory-v0``) to their id. Registers the package's envs first.
 
     :param name: a registered id or an alias.
@@ -295,7 +295,7 @@ def resolve_env_id(name: str) -> str:
     hint = f"did you mean {' or '.join(repr(s) for s in suggestions)}?" if suggestions else "no close match."
     raise ValueError(
         f"Unknown env id {name!r}: {hint} Use a registered gymnasium id (list them with gymnasium.pprint_registry()) "
-        "or an alias from envs.ENV_ALIASES."
+        "or an alias from ebmm_rl.envs.ENV_ALIASES."
     )
 
 

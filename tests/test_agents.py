@@ -8,9 +8,9 @@ import torch
 from gymnasium import spaces
 from stable_baselines3 import PPO
 
-from agents import Agent, agent_names, get_agent
-from ebmm_rl.config import load_config, split_config
-from ebmm_rl.train import make_vec_env
+from ebmm_rl.agents import Agent, agent_names, get_agent
+from ebmm_rl.runs.config import load_config, split_config
+from ebmm_rl.runs.experiment import make_vec_env
 
 BASELINES = ["ppo", "ppo_framestack", "ppo_lstm", "ppo_oracle"]
 ENV_ID = "EBMM-MemoryShort-v0"

@@ -8,8 +8,8 @@ import yaml
 from stable_baselines3 import PPO
 from stable_baselines3.common.utils import LinearSchedule
 
-from agents import Agent, get_agent
-from ebmm_rl.config import (
+from ebmm_rl.agents import Agent, get_agent
+from ebmm_rl.runs.config import (
     algorithm_arguments,
     apply_overrides,
     import_object,

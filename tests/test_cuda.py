@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from agents import agent_names, get_agent
-from ebmm_rl.config import load_config, split_config
-from ebmm_rl.train import make_vec_env
+from ebmm_rl.agents import agent_names, get_agent
+from ebmm_rl.runs.config import load_config, split_config
+from ebmm_rl.runs.experiment import make_vec_env
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

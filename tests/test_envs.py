@@ -12,7 +12,7 @@ from gymnasium.utils.env_checker import check_env, data_equivalence
 from minigrid.core.actions import Actions
 from stable_baselines3 import PPO
 
-from envs import (
+from ebmm_rl.envs import (
     DEFAULT_ENV_ID,
     CueOracle,
     CueStartMemoryEnv,
@@ -22,8 +22,8 @@ from envs import (
     register_envs,
     resolve_env_id,
 )
-from envs.memory import CUE_OBJECT_TYPES, cue_position
-from envs.wrappers import CUE_UNKNOWN
+from ebmm_rl.envs.memory import CUE_OBJECT_TYPES, cue_position
+from ebmm_rl.envs.wrappers import CUE_UNKNOWN
 
 ENV_IDS = register_envs()
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from stable_baselines3.common.vec_env import DummyVecEnv, VecMonitor
 
-from ebmm_rl.exploration import NoveltyBonusSchedule, VecNoveltyBonus
-from envs import make_env
+from ebmm_rl.sb3.exploration import NoveltyBonusSchedule, VecNoveltyBonus
+from ebmm_rl.envs import make_env
 
 
 def test_bonus_is_added_to_the_training_reward_but_not_to_the_monitored_return():

@@ -15,10 +15,10 @@ from stable_baselines3.common.logger import configure
 from stable_baselines3.common.preprocessing import preprocess_obs
 from stable_baselines3.common.utils import obs_as_tensor
 
-import envs
-from agents.ppo_ebmm import EBMMPPO
+from ebmm_rl import envs
+from ebmm_rl.agents.ppo_ebmm import EBMMPPO
 from ebmm_rl import EBMMExtractor
-from ebmm_rl.extractor import distinct_rows
+from ebmm_rl.sb3.extractor import distinct_rows
 
 ENV_ID = "EBMM-MemoryShort-v0"
 WINDOW = 4
@@ -207,7 +207,7 @@ def test_save_load_round_trip_and_predict_in_a_new_process(tmp_path):
 
     np.save(tmp_path / "obs.npy", obs, allow_pickle=True)
     script = (
-        "import numpy as np; from agents.ppo_ebmm import EBMMPPO; "
+        "import numpy as np; from ebmm_rl.agents.ppo_ebmm import EBMMPPO; "
         f"obs = np.load({str(tmp_path / 'obs.npy')!r}, allow_pickle=True).item(); "
         f"print(EBMMPPO.load({str(path)!r}).predict(obs, deterministic=True)[0].tolist())"
     )

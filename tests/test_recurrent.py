@@ -8,12 +8,12 @@ import torch
 from sb3_contrib.common.recurrent.type_aliases import RNNStates
 from stable_baselines3.common.logger import configure
 
-from agents import get_agent
-from agents.ppo_ebmm_recurrent import EBMMRecurrentPPO
-from ebmm_rl.config import load_config, split_config
+from ebmm_rl.agents import get_agent
+from ebmm_rl.agents.ppo_ebmm_recurrent import EBMMRecurrentPPO
+from ebmm_rl.runs.config import load_config, split_config
 from ebmm_rl.memory import EBMM, EBMMCell, MemoryState, MLPEnergy
-from ebmm_rl.recurrent import EBMMRecurrentPolicy
-from ebmm_rl.train import make_vec_env
+from ebmm_rl.sb3.recurrent import EBMMRecurrentPolicy
+from ebmm_rl.runs.experiment import make_vec_env
 
 ENV_ID = "EBMM-MemoryShort-v0"
 TINY = [

@@ -12,7 +12,8 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from ebmm_rl import benchmark, evaluate, train
-from ebmm_rl.callbacks import CheckpointCallback, latest_checkpoint
+from ebmm_rl.runs.checkpoints import CheckpointCallback, latest_checkpoint
+from ebmm_rl.runs.directory import ARGS_FILE
 
 TINY = [
     "--env", "EBMM-MemoryShort",
@@ -211,7 +212,7 @@ def test_init_from_starts_a_new_run_from_another_runs_weights(trained_run, tmp_p
     source = PPO.load(trained_run.model_path, device="cpu").policy.state_dict()
     started = PPO.load(result.model_path, device="cpu").policy.state_dict()
     assert all(torch.equal(source[key], started[key]) for key in source)
-    assert yaml.safe_load((result.run_dir / train.ARGS_FILE).read_text())["init_from"] == str(trained_run.run_dir)
+    assert yaml.safe_load((result.run_dir / ARGS_FILE).read_text())["init_from"] == str(trained_run.run_dir)
     fresh = PPO.load(train.main([*TINY, *frozen]).model_path, device="cpu").policy.state_dict()
     assert not all(torch.equal(source[key], fresh[key]) for key in source)
     with pytest.raises(ValueError, match="do not fit this run's ppo model"):

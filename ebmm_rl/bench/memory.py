@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from ebmm_rl.bench.common import resolve_device, synchronize
 from ebmm_rl.memory import EBMM, MLPEnergy, flip_bits
 
 OPERATIONS = ("write", "read", "stream_write", "meta_batch", "meta_stream")
@@ -41,21 +42,6 @@ FIELDS = (
     "per_pattern_s",
     "peak_memory_mb",
 )
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when it is available."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for but torch sees no CUDA device; use --device auto or cpu")
-    return device
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _time(fn: Callable[[], object], device: torch.device, repeats: int) -> list[float]:

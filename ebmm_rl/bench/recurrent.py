@@ -26,26 +26,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agents import agent_names, get_agent
-from ebmm_rl.bench.memory import synchronize, resolve_device
-from ebmm_rl.config import load_config, split_config
-from ebmm_rl.train import make_vec_env
+from ebmm_rl.agents import agent_names, get_agent
+from ebmm_rl.bench.common import build_model, resolve_device, synchronize
 
-ENV_ID = "EBMM-MemoryDelay-v0"
 DEFAULT_AGENTS = ("ppo_ebmm_recurrent", "ppo_lstm", "ppo_ebmm")
 ACTING_FIELDS = ("device", "agent", "probe_step", "median_predict_s", "ratio_to_first_probe", "memory_floats_per_env")
 TRAINING_FIELDS = ("device", "agent", "n_envs", "train_steps", "seconds", "fps")
-
-
-def build_model(agent_name: str, n_envs: int, corridor_length: int, device: torch.device, overrides: list[str], seed: int = 0):
-    """An untrained model of an agent with its config for :data:`ENV_ID` (plus ``overrides``, ``key=value``), on envs
-    with the given hallway."""
-    agent = get_agent(agent_name)
-    hallway = [f"env_kwargs.corridor_length={corridor_length}", f"env_kwargs.max_steps={2 * corridor_length + 14}"]
-    config = load_config(agent, ENV_ID, overrides=[*hallway, *overrides])
-    _, kwargs = split_config(config, agent)
-    env = make_vec_env(agent, ENV_ID, config, n_envs=n_envs, seed=seed)
-    return agent.algorithm(env=env, seed=seed, device=device, verbose=0, **kwargs), env
 
 
 def memory_floats(model) -> int:

@@ -191,13 +191,6 @@ def run(args: argparse.Namespace, argv: list[str]) -> list[dict[str, Any]]:
     return rows
 
 
-def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
-    """``python -m ebmm_rl.recall evaluate``; see ``--help``."""
-    from ebmm_rl.recall.cli import main as cli_main
-
-    return cli_main(["evaluate", *(argv or [])])
-
-
 def evaluate(
     task: Task,
     entries: list[Entry],

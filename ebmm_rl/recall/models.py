@@ -13,7 +13,6 @@ The protocol of Bartunov et al., "Meta-Learning Deep Energy-Based Memory Models"
 from __future__ import annotations
 
 import difflib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ebmm_rl.runs.atomic import write_atomically
 from ebmm_rl.memory import EBMM, ConvEnergy, MemoryState, MLPEnergy, block_occlude, flip_bits
 from ebmm_rl.recall.baselines import HopfieldNetwork, MemoryNetwork, ModernHopfield, RecallMemory
 from ebmm_rl.recall.datasets import augment_images, binary_strings, cifar10, digits, omniglot, sample_batches
@@ -427,10 +427,7 @@ CHECKPOINT_FILE = "checkpoint.pt"
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> Path:
     """``torch.save`` through a temporary file and ``os.replace``: readers see the old or the new file, never a
     partial one (e.g. after Ctrl-C during a save)."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    torch.save(payload, temporary)
-    os.replace(temporary, path)
-    return path
+    return write_atomically(path, lambda temporary: torch.save(payload, temporary))
 
 
 def checkpoint_path(path: str | Path) -> Path:

@@ -27,7 +27,7 @@ import yaml
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from ebmm_rl.rundir import new_run_dir
+from ebmm_rl.runs.directory import new_run_dir
 from ebmm_rl.memory import EBMM, GRAD_MODES, meta_train_step
 from ebmm_rl.recall.models import (
     BIT_CORRUPTIONS,
@@ -215,13 +215,6 @@ def run(args: argparse.Namespace, argv: list[str]) -> list[TrainResult]:
         if results[-1].interrupted:
             break
     return results
-
-
-def main(argv: list[str] | None = None) -> list[TrainResult]:
-    """``python -m ebmm_rl.recall train``; see ``--help``."""
-    from ebmm_rl.recall.cli import main as cli_main
-
-    return cli_main(["train", *(argv or [])])
 
 
 # ---------------------------------------------------------------------------------------------- internals

@@ -19,7 +19,7 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.common.type_aliases import Schedule
 from torch import Tensor, nn
 
-from ebmm_rl.extractor import MiniGridEncoder
+from ebmm_rl.sb3.extractor import MiniGridEncoder
 from ebmm_rl.memory import EBMM, EBMMCell, MemoryState, MLPEnergy, add_noise
 
 RecurrentState = tuple[Tensor, Tensor]
@@ -39,7 +39,7 @@ class EBMMRecurrentPolicy(RecurrentActorCriticPolicy):
     """Actor-critic policy whose recurrent state is an EBMM's fast weights, for sb3-contrib's ``RecurrentPPO``.
 
     At every step each environment's observation is encoded (``features_extractor_class``, by default
-    :class:`~ebmm_rl.extractor.MiniGridEncoder`) and projected to a pattern in ``(-1, 1)^pattern_dim``; an
+    :class:`~ebmm_rl.sb3.extractor.MiniGridEncoder`) and projected to a pattern in ``(-1, 1)^pattern_dim``; an
     :class:`~ebmm_rl.memory.EBMMCell` resets the memory of environments whose episode starts (to the learned theta_bar),
     writes the pattern with one streaming write and reads with queries computed from it. The pattern and the
     retrievals feed the actor and critic MLPs (``net_arch``). Work per step does not grow with the episode's length.

@@ -5,7 +5,7 @@ Why: in ``MiniGrid-Memory-v0`` the agent starts facing away from the cue. PPO fi
 choice (success 0.5 whatever it remembers), its entropy collapses, and it never turns back to look. A bonus for new
 poses pays for turning back early in training (results/README.md, "The default MiniGrid-Memory").
 
-The envs report new poses (:class:`envs.NovelPoses`, ``info["novel_pose"]``); :class:`VecNoveltyBonus` sits outside
+The envs report new poses (:class:`ebmm_rl.envs.NovelPoses`, ``info["novel_pose"]``); :class:`VecNoveltyBonus` sits outside
 SB3's ``VecMonitor``, so ``rollout/ep_rew_mean`` and every evaluation stay on the task's reward; and
 :class:`NoveltyBonusSchedule` sets the bonus from the global step count, so a resumed run continues the decay.
 """
@@ -21,7 +21,7 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnvStepReturn
 class VecNoveltyBonus(VecEnvWrapper):
     """Add ``bonus`` to the reward of each env whose step reached a new pose (``info["novel_pose"]``).
 
-    :param venv: vectorised envs made with ``novel_poses=True`` (:func:`envs.make_env`), usually a ``VecMonitor``.
+    :param venv: vectorised envs made with ``novel_poses=True`` (:func:`ebmm_rl.envs.make_env`), usually a ``VecMonitor``.
     :param bonus: reward per new pose; :class:`NoveltyBonusSchedule` changes it during training.
     """
 
@@ -38,7 +38,7 @@ class VecNoveltyBonus(VecEnvWrapper):
             novel = np.array([info["novel_pose"] for info in infos], dtype=np.float32)
         except KeyError:
             raise KeyError(
-                "VecNoveltyBonus found no 'novel_pose' in the step infos; make the envs with envs.make_env(..., "
+                "VecNoveltyBonus found no 'novel_pose' in the step infos; make the envs with ebmm_rl.envs.make_env(..., "
                 "novel_poses=True)."
             ) from None
         return observations, rewards + self.bonus * novel, dones, infos

@@ -1,9 +1,22 @@
-"""Run directories shared by the command lines: ``<parent>/<name>__<time>/``, never reusing an existing one."""
+"""Run directories: ``<parent>/<name>__<time>/``, never reusing an existing one, and what an RL run keeps there."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
+
+CONFIG_FILE = "config.yml"
+"""The resolved config (:mod:`ebmm_rl.runs.config`); ``--config`` accepts it to repeat the run."""
+ARGS_FILE = "args.yml"
+"""The run settings: agent, env, seed, device, evaluation and checkpoint frequencies."""
+COMMAND_FILE = "command.txt"
+"""The command line, one line per start or resume."""
+SEED_FILE = "seed"
+EVALUATIONS_FILE = "evaluations.csv"
+"""The periodic evaluations (:data:`ebmm_rl.sb3.callbacks.EVALUATION_FIELDS`)."""
+CHECKPOINT_DIR = "checkpoints"
+FINAL_MODEL = "final_model.zip"
+TENSORBOARD_NAME = "tensorboard"
 
 
 def new_run_dir(parent: Path, name: str) -> Path:

@@ -1,6 +1,6 @@
 """Agent configs: rl-zoo-style YAML files keyed by env id, merged, validated and turned into constructor arguments.
 
-``configs/<agent>.yml`` maps ``default`` and env ids (or their aliases, see :func:`envs.resolve_env_id`) to settings.
+``configs/<agent>.yml`` maps ``default`` and env ids (or their aliases, see :func:`ebmm_rl.envs.resolve_env_id`) to settings.
 A config is resolved for one agent and env by merging, each layer over the previous one (nested mappings merge key by
 key):
 
@@ -12,7 +12,7 @@ key):
    (``policy_kwargs.features_extractor_kwargs.write=stream``).
 
 Keys are the algorithm constructor's argument names (``n_steps``, ``learning_rate``, ``policy_kwargs``...) plus the
-run-level keys :data:`RUN_KEYS` and the agent's own (:attr:`agents.Agent.run_defaults`), which
+run-level keys :data:`RUN_KEYS` and the agent's own (:attr:`ebmm_rl.agents.Agent.run_defaults`), which
 :func:`split_config` strips before the constructor sees the rest. Strings under keys ending in ``_class`` or ``_fn``
 (at any depth, e.g. ``policy_kwargs.activation_fn: torch.nn.Tanh``) and a dotted ``policy`` are imported with
 importlib; ``learning_rate``, ``clip_range`` and ``clip_range_vf`` accept ``lin_<value>`` for a linear decay to 0.
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import importlib.resources
 import inspect
 import re
 from collections.abc import Iterable, Mapping
@@ -32,19 +33,19 @@ import yaml
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.utils import LinearSchedule
 
-from agents import Agent
-from envs import resolve_env_id
+from ebmm_rl.agents import Agent
+from ebmm_rl.envs import resolve_env_id
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
-"""Where ``<agent>.yml`` files live."""
+CONFIG_PACKAGE = "ebmm_rl.configs"
+"""The package whose data files are the ``<agent>.yml`` configs (the repository's ``configs/`` folder)."""
 
 DEFAULT_SECTION = "default"
 
 RUN_KEYS: dict[str, str] = {
     "n_envs": "number of parallel training envs",
     "n_timesteps": "total environment steps to train for",
-    "env_kwargs": "keyword arguments of envs.make_env and gymnasium.make (e.g. agent_view_size, three_actions)",
-    "novelty_bonus": "training reward per pose new in the episode (ebmm_rl.exploration); 0 or absent: none",
+    "env_kwargs": "keyword arguments of ebmm_rl.envs.make_env and gymnasium.make (e.g. agent_view_size, three_actions)",
+    "novelty_bonus": "training reward per pose new in the episode (ebmm_rl.sb3.exploration); 0 or absent: none",
     "novelty_bonus_steps": "environment steps over which novelty_bonus decays linearly to 0",
 }
 """Run-level keys every agent accepts; not passed to the algorithm."""
@@ -251,8 +252,8 @@ def _is_env_keyed(data: Mapping[str, Any]) -> bool:
 
 
 def config_path(agent: Agent) -> Path:
-    """The YAML file of an agent: ``configs/<name>.yml``."""
-    return CONFIG_DIR / f"{agent.name}.yml"
+    """The YAML file of an agent: ``<name>.yml`` among the package data of :data:`CONFIG_PACKAGE`."""
+    return Path(str(importlib.resources.files(CONFIG_PACKAGE) / f"{agent.name}.yml"))
 
 
 def load_config(
@@ -275,7 +276,7 @@ def load_config(
     env_id = resolve_env_id(env_id)
     path = config_path(agent)
     if not path.is_file():
-        raise FileNotFoundError(f"Agent {agent.name!r} has no config file {path}; add one (see configs/ppo.yml).")
+        raise FileNotFoundError(f"Agent {agent.name!r} has no config file {path}; add configs/{agent.name}.yml (see configs/ppo.yml).")
     config: dict[str, Any] = {"policy": agent.policy, **agent.run_defaults}
     layers = [(f"{path} [{name}]", section) for name, section in env_sections(load_yaml(path), env_id, str(path))]
     if config_file is not None:

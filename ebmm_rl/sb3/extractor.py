@@ -131,7 +131,7 @@ def heading_index(direction: Tensor) -> Tensor:
 class MiniGridEncoder(BaseFeaturesExtractor):
     """Features of a MiniGrid observation: :class:`ObservationEncoder` of its symbolic view and heading, in ``[-1, 1]``.
 
-    :param observation_space: a Dict with ``image`` (symbolic, see :class:`envs.SymbolicImage`) and ``direction``
+    :param observation_space: a Dict with ``image`` (symbolic, see :class:`ebmm_rl.envs.SymbolicImage`) and ``direction``
     :param features_dim: size of the output features
     :param embedding_dim: size of a cell's embedding
     :param hidden: width of the encoder's MLP
@@ -142,7 +142,7 @@ class MiniGridEncoder(BaseFeaturesExtractor):
         if "image" not in keys or "direction" not in keys:
             raise ValueError(
                 f"MiniGridEncoder needs a Dict observation with 'image' and 'direction', got {observation_space}; "
-                "wrap a MiniGrid env with envs.make_env(env_id)"
+                "wrap a MiniGrid env with ebmm_rl.envs.make_env(env_id)"
             )
         super().__init__(observation_space, features_dim)
         image_space = observation_space["image"]
@@ -159,14 +159,14 @@ class EBMMExtractor(BaseFeaturesExtractor):
     """Features = the current observation's encoding and what an EBMM of the episode's recent observations returns.
 
     At every call the extractor encodes the ``window`` of the current episode's observations (from
-    :class:`envs.EpisodicWindow`) into patterns, writes them into a fresh memory per environment (``write="batch"``
+    :class:`ebmm_rl.envs.EpisodicWindow`) into patterns, writes them into a fresh memory per environment (``write="batch"``
     writes them all at once, ``"stream"`` one at a time, oldest first), computes ``n_queries`` queries from the current
     observation and reads. It keeps no state between calls, as SB3 requires: the episode's memory comes from the
     window. The policy's loss trains encoder, queries and memory end to end through the read and the write;
     :meth:`memory_loss` is the memory's own reconstruction objective on the agent's observations.
 
     :param observation_space: a Dict with ``image``, ``direction``, ``window_image``, ``window_direction`` and
-        ``window_mask``: a MiniGrid env wrapped by ``envs.make_env(..., window=T)``
+        ``window_mask``: a MiniGrid env wrapped by ``ebmm_rl.envs.make_env(..., window=T)``
     :param features_dim: size of the output features
     :param pattern_dim: size of a stored pattern
     :param embedding_dim: size of a cell embedding of the observation encoder
@@ -319,5 +319,5 @@ def _check_window_space(observation_space: spaces.Space) -> None:
     if missing:
         raise ValueError(
             f"EBMMExtractor needs a Dict observation with keys {WINDOW_KEYS}; missing {missing} in {observation_space}. "
-            "Wrap a MiniGrid env with envs.make_env(env_id, window=T) (it applies envs.EpisodicWindow)."
+            "Wrap a MiniGrid env with ebmm_rl.envs.make_env(env_id, window=T) (it applies ebmm_rl.envs.EpisodicWindow)."
         )

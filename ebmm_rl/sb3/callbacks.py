@@ -1,21 +1,17 @@
-"""SB3 callbacks of the training CLI: periodic evaluation with a success rate, and atomic checkpoints.
+"""SB3 callbacks: periodic evaluation with a success rate.
 
-Both trigger on the global step count (``model.num_timesteps`` crossing a multiple of their frequency), not on calls
-since ``learn()`` started, so a resumed run keeps the schedule of the run it continues.
+Callbacks here trigger on the global step count (``model.num_timesteps`` crossing a multiple of their frequency), not
+on calls since ``learn()`` started, so a resumed run keeps the schedule of the run it continues.
 """
 
 from __future__ import annotations
 
 import csv
-import os
-import re
-import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.vec_env import VecEnv, sync_envs_normalization
@@ -23,95 +19,10 @@ from stable_baselines3.common.vec_env import VecEnv, sync_envs_normalization
 EVALUATION_FIELDS = ("timesteps", "success_rate", "mean_reward", "std_reward", "mean_ep_length", "fps", "time_elapsed")
 """Columns of the evaluation CSV written by :class:`SuccessEvalCallback`."""
 
-CHECKPOINT_PATTERN = re.compile(r"^model_(\d+)_steps\.zip$")
 
-
-def checkpoint_path(directory: str | Path, num_timesteps: int) -> Path:
-    """Where the checkpoint at a step count lives: ``<directory>/model_<steps>_steps.zip``."""
-    return Path(directory) / f"model_{num_timesteps}_steps.zip"
-
-
-def latest_checkpoint(directory: str | Path) -> Path | None:
-    """The checkpoint with the most steps in a directory.
-
-    :param directory: a ``checkpoints/`` directory (may be missing).
-    :return: its path, or ``None`` if there is none.
-    """
-    matches = [(CHECKPOINT_PATTERN.match(path.name), path) for path in Path(directory).glob("model_*_steps.zip")]
-    found = [(int(match[1]), path) for match, path in matches if match]
-    return max(found)[1] if found else None
-
-
-def replace_atomically(source: Path, destination: Path) -> None:
-    """Copy a file to ``destination`` so that readers see the old or the new file, never a partial one."""
-    temporary = destination.with_name(f".{destination.name}.tmp")
-    shutil.copyfile(source, temporary)
-    os.replace(temporary, destination)
-
-
-def save_atomically(model: BaseAlgorithm, path: str | Path) -> Path:
-    """Save a model (and its ``VecNormalize`` statistics, if any, next to it as ``<stem>_vecnormalize.pkl``) through
-    a temporary file and ``os.replace``, so an interrupted save never leaves a truncated zip.
-
-    :param model: the model.
-    :param path: the destination, ending in ``.zip``.
-    :return: the path.
-    """
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.tmp")  # keeps a suffix, so SB3 does not append ".zip"
-    model.save(temporary)
-    os.replace(temporary, path)
-    vec_normalize = model.get_vec_normalize_env()
-    if vec_normalize is not None:
-        statistics = path.with_name(f"{path.stem}_vecnormalize.pkl")
-        temporary = statistics.with_name(f".{statistics.name}.tmp")
-        vec_normalize.save(temporary)
-        os.replace(temporary, statistics)
-    return path
-
-
-def _next_multiple(num_timesteps: int, frequency: int) -> int:
+def next_multiple(num_timesteps: int, frequency: int) -> int:
+    """The first multiple of ``frequency`` above ``num_timesteps``: when a step-count schedule fires next."""
     return (num_timesteps // frequency + 1) * frequency
-
-
-class CheckpointCallback(BaseCallback):
-    """Save the model atomically every ``save_freq`` environment steps to ``<directory>/model_<steps>_steps.zip``.
-
-    :param save_freq: environment steps (all envs together) between checkpoints; 0 disables periodic saves
-        (:meth:`save` still works).
-    :param directory: the checkpoint directory (created if missing).
-    :param verbose: 1 to print each save.
-    """
-
-    def __init__(self, save_freq: int, directory: str | Path, verbose: int = 0):
-        super().__init__(verbose)
-        self.save_freq = save_freq
-        self.directory = Path(directory)
-        self._next_save = 0
-
-    def _init_callback(self) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        if self.save_freq > 0:
-            self._next_save = _next_multiple(self.model.num_timesteps, self.save_freq)
-
-    def _on_step(self) -> bool:
-        if self.save_freq > 0 and self.num_timesteps >= self._next_save:
-            self.save()
-            self._next_save = _next_multiple(self.num_timesteps, self.save_freq)
-        return True
-
-    def save(self, model: BaseAlgorithm | None = None) -> Path:
-        """Save a checkpoint now.
-
-        :param model: the model; defaults to the one being trained.
-        :return: the checkpoint path.
-        """
-        model = model or self.model
-        self.directory.mkdir(parents=True, exist_ok=True)
-        path = save_atomically(model, checkpoint_path(self.directory, model.num_timesteps))
-        if self.verbose >= 1:
-            print(f"Saved checkpoint {path}")
-        return path
 
 
 class SuccessEvalCallback(BaseCallback):
@@ -152,7 +63,7 @@ class SuccessEvalCallback(BaseCallback):
 
     def _init_callback(self) -> None:
         if self.eval_freq > 0:
-            self._next_eval = _next_multiple(self.model.num_timesteps, self.eval_freq)
+            self._next_eval = next_multiple(self.model.num_timesteps, self.eval_freq)
         if self.log_path is not None and self.log_path.is_file():
             with open(self.log_path, newline="") as file:
                 rows = [row for row in csv.DictReader(file) if int(row["timesteps"]) <= self.model.num_timesteps]
@@ -170,7 +81,7 @@ class SuccessEvalCallback(BaseCallback):
     def _on_step(self) -> bool:
         if self.eval_freq > 0 and self.num_timesteps >= self._next_eval:
             self.evaluate()
-            self._next_eval = _next_multiple(self.num_timesteps, self.eval_freq)
+            self._next_eval = next_multiple(self.num_timesteps, self.eval_freq)
         return True
 
     def evaluate(self) -> dict[str, float]:

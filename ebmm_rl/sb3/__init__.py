@@ -1,0 +1,16 @@
+"""The EBMM memory in Stable-Baselines3: features extractor, recurrent policy, algorithms, objective and callbacks.
+
+- :class:`~ebmm_rl.sb3.extractor.EBMMExtractor`: a features extractor that writes an episode window into a fresh
+  memory at every step and reads it with queries from the current observation;
+- :class:`~ebmm_rl.sb3.recurrent.EBMMRecurrentPolicy`: sb3-contrib's recurrent policy whose state is an online memory;
+- :class:`~ebmm_rl.sb3.algorithms.EBMMPPO`, :class:`~ebmm_rl.sb3.algorithms.EBMMRecurrentPPO`: PPO and RecurrentPPO
+  with the memory's own objective (:mod:`ebmm_rl.sb3.objective`);
+- :mod:`ebmm_rl.sb3.callbacks` (evaluation with a success rate), :mod:`ebmm_rl.sb3.exploration` (episodic novelty
+  bonus).
+"""
+
+from ebmm_rl.sb3.algorithms import EBMMPPO, EBMMRecurrentPPO
+from ebmm_rl.sb3.extractor import EBMMExtractor, MiniGridEncoder
+from ebmm_rl.sb3.recurrent import EBMMRecurrentPolicy
+
+__all__ = ["EBMMPPO", "EBMMExtractor", "EBMMRecurrentPPO", "EBMMRecurrentPolicy", "MiniGridEncoder"]
