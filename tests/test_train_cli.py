@@ -50,8 +50,6 @@ def test_train_writes_the_run_directory(trained_run, capsys):
     assert trained_run.model_path.is_file()
     assert trained_run.num_timesteps == 64
     assert not trained_run.interrupted
-    assert 0.0 <= trained_run.success_rate <= 1.0
-    assert trained_run.fps > 0
 
     config = yaml.safe_load((run_dir / "config.yml").read_text())
     assert (config["n_steps"], config["n_timesteps"], config["n_envs"]) == (16, 64, 2)
@@ -140,10 +138,18 @@ def test_evaluate_reports_success_and_writes_a_gif(trained_run, tmp_path):
     assert result.episodes == 4
     assert result.model_path == trained_run.model_path
     assert result.env_id == "EBMM-MemoryShort-v0"
-    assert 0.0 <= result.success_rate <= 1.0
-    assert (result.mean_reward > 0) == (result.success_rate > 0)
     with Image.open(gif) as image:
         assert image.n_frames > evaluate.GIF_END_FRAMES
+
+
+def test_evaluate_rebuilds_the_runs_final_greedy_evaluation(tmp_path):
+    # Same model, same evaluation seed, greedy actions: evaluate must find what training's last evaluation found.
+    run = train.main([*TINY, "--eval-deterministic", "--eval-episodes", "4", "--run-dir", str(tmp_path)])
+    final = read_rows(run.run_dir / "evaluations.csv")[-1]
+    result = evaluate.main([str(run.run_dir), "--episodes", "4", "--n-envs", "2", "--deterministic", "--device", "cpu"])
+    assert result.success_rate == float(final["success_rate"])
+    assert result.mean_reward == pytest.approx(float(final["mean_reward"]), abs=1e-6)
+    assert result.mean_ep_length == float(final["mean_ep_length"])
 
 
 def test_benchmark_writes_csv_json_and_png(tmp_path):
@@ -233,7 +239,7 @@ def test_training_cli_decays_the_bonus_and_logs_it(tmp_path):
 
 
 def test_the_minigrid_memory_curriculum_carries_ppo_ebmm_from_the_s13_tmaze(tmp_path):
-    """results/benchmark_minigrid_memory_curriculum/run.sh: the S13 T-maze's ppo_ebmm initialises a MiniGrid-Memory run
+    """The MiniGrid-Memory curriculum (docs/agents.md): the S13 T-maze's ppo_ebmm initialises a MiniGrid-Memory run
     (same view, window and memory in both config sections), which trains with the novelty bonus."""
     from stable_baselines3 import PPO
 

@@ -3,7 +3,7 @@ in the episode, decaying linearly to 0 so that the policy ends up trained on the
 
 Why: in ``MiniGrid-Memory-v0`` the agent starts facing away from the cue. PPO first learns to walk straight to the
 choice (success 0.5 whatever it remembers), its entropy collapses, and it never turns back to look. A bonus for new
-poses pays for turning back early in training (results/README.md, "The default MiniGrid-Memory").
+poses pays for turning back early in training (results/benchmark_minigrid_memory_curriculum/from_scratch/).
 
 The envs report new poses (:class:`ebmm_rl.envs.NovelPoses`, ``info["novel_pose"]``); :class:`VecNoveltyBonus` sits outside
 SB3's ``VecMonitor``, so ``rollout/ep_rew_mean`` and every evaluation stay on the task's reward; and
