@@ -102,7 +102,6 @@ class TrainResult:
     interrupted: bool = False
 
 
-
 def start_run(
     options: Mapping[str, Any],
     command: str,
