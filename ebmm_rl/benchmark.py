@@ -33,7 +33,7 @@ from ebmm_rl import envs
 from ebmm_rl.agents import agent_names, get_agent
 from ebmm_rl.runs.config import load_config
 from ebmm_rl.runs.directory import EVALUATIONS_FILE
-from ebmm_rl.runs.training import TRAIN_PROGRAM, start_run, train_run
+from ebmm_rl.runs.training import TRAIN_PROGRAM, prepare_run, start_run, train_run
 
 PROGRAM = "python -m ebmm_rl.benchmark"
 EVALUATION_COLUMNS = ("agent", "env", "seed", "timesteps", "success_rate", "mean_reward", "fps")
@@ -77,8 +77,8 @@ def _train_in_worker(
     argv += [f"--timesteps={timesteps}"] * (timesteps is not None) + [f"--n-envs={n_envs}"] * (n_envs is not None)
     argv += [f"--set={item}" for item in overrides] + [f"--threads={threads}", "--no-progress"]
     command = shlex.join([*shlex.split(TRAIN_PROGRAM), *argv])
-    run_dir, settings, config = start_run(options, command, overrides=overrides, timesteps=timesteps, n_envs=n_envs)
-    result = train_run(run_dir, settings, config, threads=threads, progress_bar=False)
+    spec = start_run(options, command, overrides=overrides, timesteps=timesteps, n_envs=n_envs)
+    result = train_run(prepare_run(spec, threads=threads), progress_bar=False)
     return {"run_dir": str(result.run_dir), "fps": result.fps, "interrupted": result.interrupted}
 
 
