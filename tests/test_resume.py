@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from sb3_contrib import RecurrentPPO
 from stable_baselines3 import PPO
+from stable_baselines3.common.base_class import BaseAlgorithm
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
 from ebmm_rl import evaluate, train
@@ -79,9 +81,9 @@ def the_run(parent: Path) -> Path:
     return run_dir
 
 
-def assert_same_training(expected: Path, actual: Path) -> None:
+def assert_same_training(expected: Path, actual: Path, algorithm: type[BaseAlgorithm] = PPO) -> None:
     """Same weights, optimiser state and update count; same evaluations; the same TensorBoard values, each step once."""
-    expected_model, actual_model = (PPO.load(run / "final_model.zip", device="cpu") for run in (expected, actual))
+    expected_model, actual_model = (algorithm.load(run / "final_model.zip", device="cpu") for run in (expected, actual))
     assert actual_model.num_timesteps == expected_model.num_timesteps == 128
     assert actual_model._n_updates == expected_model._n_updates
     for name, tensor in expected_model.policy.state_dict().items():
@@ -149,6 +151,17 @@ def test_a_run_killed_while_writing_a_checkpoint_resumes_from_the_newest_whole_o
     assert f"Skipping {newest} is unreadable" in captured.err
     assert "from" in captured.out and "model_32_steps.zip at 32 steps" in captured.out
     assert_same_training(uninterrupted, run_dir)
+
+
+def test_a_recurrent_run_killed_and_resumed_ends_bit_for_bit_equal(tmp_path):
+    """sb3-contrib leaves the last LSTM state out of its saves; the checkpoint holds it."""
+    recurrent = [argument if argument != "ppo" else "ppo_lstm" for argument in EXACT]
+    assert train.main([*recurrent, "--run-dir", str(tmp_path / "uninterrupted")]).exit_code == 0
+    killed = run_with_fault("sigkill-during-checkpoint-write", 96, [*recurrent, "--run-dir", str(tmp_path / "killed")])
+    assert killed.returncode == -9, killed.stderr
+    run_dir = the_run(tmp_path / "killed")
+    assert train.main(["--resume", str(run_dir), "--no-progress", "--threads", "1"]).num_timesteps == 128
+    assert_same_training(the_run(tmp_path / "uninterrupted"), run_dir, RecurrentPPO)
 
 
 def test_sigterm_during_an_evaluation_saves_exits_143_and_the_resume_redoes_the_evaluation(uninterrupted, tmp_path):
