@@ -181,7 +181,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument(
         "--steps", type=arguments.positive_int, help=f"total meta-training steps (default {SETTINGS_DEFAULTS['steps']})"
     )
-    run.add_argument("--time-limit", type=arguments.non_negative_float, metavar="SECONDS", help="stop (and save) after this long")
+    run.add_argument(
+        "--time-limit", type=arguments.non_negative_float, metavar="SECONDS", help="stop (and save) after this long"
+    )
     run.add_argument("--checkpoint-every", type=arguments.positive_int, help="steps between checkpoints (default 100)")
     run.add_argument("--log-every", type=arguments.positive_int, help="steps between TensorBoard scalars (default 10)")
     run.add_argument("--device", type=arguments.device, help="torch device: cpu or cuda (default cpu)")
