@@ -14,7 +14,6 @@ directories go to ``--run-dir``). From the runs' periodic evaluations it writes,
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import multiprocessing
@@ -30,10 +29,10 @@ from typing import Any
 import numpy as np
 
 from ebmm_rl import envs
-from ebmm_rl.agents import agent_names, get_agent
-from ebmm_rl.runs.config import load_config
+from ebmm_rl.agents import agent_names
+from ebmm_rl.runs import arguments
 from ebmm_rl.runs.directory import EVALUATIONS_FILE
-from ebmm_rl.runs.training import TRAIN_PROGRAM, start_run, train_run
+from ebmm_rl.runs.training import TRAIN_PROGRAM, prepare_run, start_run, train_run
 
 PROGRAM = "python -m ebmm_rl.benchmark"
 EVALUATION_COLUMNS = ("agent", "env", "seed", "timesteps", "success_rate", "mean_reward", "fps")
@@ -77,8 +76,8 @@ def _train_in_worker(
     argv += [f"--timesteps={timesteps}"] * (timesteps is not None) + [f"--n-envs={n_envs}"] * (n_envs is not None)
     argv += [f"--set={item}" for item in overrides] + [f"--threads={threads}", "--no-progress"]
     command = shlex.join([*shlex.split(TRAIN_PROGRAM), *argv])
-    run_dir, settings, config = start_run(options, command, overrides=overrides, timesteps=timesteps, n_envs=n_envs)
-    result = train_run(run_dir, settings, config, threads=threads, progress_bar=False)
+    spec = start_run(options, command, overrides=overrides, timesteps=timesteps, n_envs=n_envs)
+    result = train_run(prepare_run(spec, threads=threads), progress_bar=False)
     return {"run_dir": str(result.run_dir), "fps": result.fps, "interrupted": result.interrupted}
 
 
@@ -180,25 +179,33 @@ def _write_csv(path: Path, columns: tuple[str, ...], rows: list[dict[str, Any]])
         writer.writerows(rows)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> arguments.ArgumentParser:
     """The command-line parser."""
-    parser = argparse.ArgumentParser(prog=PROGRAM, description=__doc__.split("\n", 1)[0])
+    parser = arguments.ArgumentParser(prog=PROGRAM, description=__doc__.split("\n", 1)[0])
     parser.add_argument(
         "--agents", nargs="+", default=agent_names(), help=f"agents (default: all of {', '.join(agent_names())})"
     )
     parser.add_argument("--envs", nargs="+", default=["EBMM-MemoryShort"], help="env ids/aliases (default EBMM-MemoryShort)")
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="seeds (default 0 1 2)")
-    parser.add_argument("--timesteps", type=int, help="steps per run (default: n_timesteps of each config)")
-    parser.add_argument("--n-envs", type=int, help="parallel envs per run (default: n_envs of each config)")
-    parser.add_argument("--workers", type=int, help="runs in parallel, each in its own process (default: CPU count)")
-    parser.add_argument("--eval-freq", type=int, default=20_000, help="steps between evaluations (default 20000)")
-    parser.add_argument("--eval-episodes", type=int, default=50, help="episodes per evaluation (default 50)")
+    parser.add_argument("--seeds", nargs="+", type=arguments.seed, default=[0, 1, 2], help="seeds (default 0 1 2)")
+    parser.add_argument("--timesteps", type=arguments.positive_int, help="steps per run (default: n_timesteps of each config)")
+    parser.add_argument("--n-envs", type=arguments.positive_int, help="parallel envs per run (default: n_envs of each config)")
+    parser.add_argument(
+        "--workers", type=arguments.positive_int, help="runs in parallel, each in its own process (default: CPU count)"
+    )
+    parser.add_argument(
+        "--eval-freq", type=arguments.non_negative_int, default=20_000, help="steps between evaluations (default 20000)"
+    )
+    parser.add_argument(
+        "--eval-episodes", type=arguments.positive_int, default=50, help="episodes per evaluation (default 50)"
+    )
     parser.add_argument(
         "--eval-deterministic", action="store_true", help="evaluate with greedy actions (default: sampled, as trained)"
     )
-    parser.add_argument("--threshold", type=float, default=0.95, help="success rate to count steps to (default 0.95)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1)")
-    parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="torch device (default cpu)")
+    parser.add_argument(
+        "--threshold", type=arguments.fraction, default=0.95, help="success rate to count steps to (default 0.95)"
+    )
+    parser.add_argument("--threads", type=arguments.positive_int, default=1, help="torch threads per run (default 1)")
+    parser.add_argument("--device", default="cpu", type=arguments.device, help="torch device: auto, cpu or cuda (default cpu)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override for every run")
     parser.add_argument("--out", default="results/benchmark", help="where the CSV, JSON and PNG go")
     parser.add_argument("--run-dir", default="runs/benchmark", help="parent of the run directories (default runs/benchmark)")
@@ -210,13 +217,15 @@ def main(argv: list[str] | None = None) -> BenchmarkResult:
 
     :param argv: command-line arguments without the program name; ``None`` reads ``sys.argv``.
     :return: the :class:`BenchmarkResult`.
-    :raises ValueError: for an unknown agent, env id or config key (checked before any run starts).
+    Bad input (an unknown agent, env id or config key, a value its consumer does not accept) exits with status 2 and a
+    one-line message before any run starts.
     """
-    args = build_parser().parse_args(argv)
-    env_ids = list(dict.fromkeys(envs.resolve_env_id(name) for name in args.envs))
-    for name in args.agents:
-        for env_id in env_ids:
-            load_config(get_agent(name), env_id, overrides=args.set)  # fail now, not in a worker
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        env_ids = list(dict.fromkeys(envs.resolve_env_id(name) for name in args.envs))
+    except ValueError as error:
+        parser.error(str(error))
     jobs = [(agent, env_id, seed) for agent in args.agents for env_id in env_ids for seed in args.seeds]
     cpus = os.cpu_count() or 1
     workers = min(args.workers or cpus, len(jobs))
@@ -228,6 +237,12 @@ def main(argv: list[str] | None = None) -> BenchmarkResult:
         "eval_deterministic": args.eval_deterministic,
     }
 
+    for agent in args.agents:  # every run's settings and config checked now, not in a worker
+        for env_id in env_ids:
+            try:
+                start_run({"agent": agent, "env": env_id, **common}, PROGRAM, None, args.set, args.timesteps, args.n_envs)
+            except (ValueError, FileNotFoundError) as error:
+                parser.error(str(error))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     result = BenchmarkResult(out)

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import signal
+
+import re
 
 import pytest
 import torch
@@ -12,7 +16,7 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from ebmm_rl import benchmark, evaluate, train
-from ebmm_rl.runs.checkpoints import CheckpointCallback, latest_checkpoint
+from ebmm_rl.runs.checkpoints import CheckpointCallback, list_checkpoints
 from ebmm_rl.runs.directory import ARGS_FILE
 
 TINY = [
@@ -68,28 +72,27 @@ def test_train_writes_the_run_directory(trained_run, capsys):
     assert float(rows[-1]["success_rate"]) == trained_run.success_rate
 
 
-def test_keyboard_interrupt_saves_a_checkpoint_and_resume_finishes(tmp_path, monkeypatch):
-    save_checkpoint = CheckpointCallback._on_step
+def test_ctrl_c_saves_the_state_of_the_rollout_start_and_resume_finishes(tmp_path, monkeypatch, capsys):
+    on_step = CheckpointCallback._on_step
 
-    def interrupt_after_first_checkpoint(self):
-        if self.num_timesteps >= 32:
-            save_checkpoint(self)
-            raise KeyboardInterrupt
-        return save_checkpoint(self)
+    def interrupt_at_step_40(self):
+        if self.num_timesteps == 40:  # in the rollout from 32 to 64
+            os.kill(os.getpid(), signal.SIGINT)
+        return on_step(self)
 
     with monkeypatch.context() as patch:
-        patch.setattr(CheckpointCallback, "_on_step", interrupt_after_first_checkpoint)
+        patch.setattr(CheckpointCallback, "_on_step", interrupt_at_step_40)
         interrupted = train.main([*TINY, "--run-dir", str(tmp_path)])
     run_dir = interrupted.run_dir
-    assert interrupted.interrupted
-    assert interrupted.num_timesteps == 32
+    assert (interrupted.interrupted, interrupted.exit_code, interrupted.num_timesteps) == (True, 130, 32)
     assert interrupted.model_path == run_dir / "checkpoints" / "model_32_steps.zip"
-    assert latest_checkpoint(run_dir / "checkpoints") == interrupted.model_path
+    assert list_checkpoints(run_dir / "checkpoints") == [interrupted.model_path]
     assert not (run_dir / "final_model.zip").exists()
     assert not list(run_dir.glob("checkpoints/.*"))  # no temporary files left
+    assert "SIGINT: stopping at the next environment step" in capsys.readouterr().err
 
     resumed = train.main(["--resume", str(run_dir), "--no-progress"])
-    assert not resumed.interrupted
+    assert not resumed.interrupted and resumed.exit_code == 0
     assert resumed.run_dir == run_dir
     assert resumed.num_timesteps == 64
     assert (run_dir / "final_model.zip").is_file()
@@ -116,11 +119,47 @@ def test_resume_keeps_the_run_settings(trained_run, tmp_path, capsys):
         (["--env", "EBMM-MemoryShrt"], r"did you mean 'EBMM-MemoryShort'"),
         (["--set", "n_step=16"], r"unknown key 'n_step'.*Did you mean 'n_steps'"),
         (["--set", "n_steps"], r"Bad override 'n_steps': write key=value"),
+        (["--set", "learning_rate=abc"], r"learning_rate='abc' is not a number or a schedule \(lin_<number>\)"),
+        (["--set", "n_steps=12.5"], r"n_steps=12.5 is not an integer"),
+        (["--set", "gamma=1.5"], r"gamma=1.5 is out of range; expected a number in \[0, 1\]"),
+        (["--set", "policy_kwargs.net_arch=[16, x]"], r"policy_kwargs.net_arch=\[16, 'x'\] is not"),
+        (["--set", "policy_kwargs.net_arc=[16]"], r"unknown key 'policy_kwargs.net_arc'.*Did you mean 'net_arch'"),
+        (["--set", "policy_kwargs.optimizer_kwargs.eps=small"], r"policy_kwargs.optimizer_kwargs.eps='small' is not a number"),
+        (
+            ["--agent", "ppo_ebmm", "--set", "policy_kwargs.features_extractor_kwargs.fast_units=many"],
+            r"policy_kwargs.features_extractor_kwargs.fast_units='many' is not an integer",
+        ),
+        (
+            ["--agent", "ppo_ebmm", "--set", "policy_kwargs.features_extractor_kwargs.write=online"],
+            r"the config does not fit ppo_ebmm \(EBMMPPO\): write must be 'batch' or 'stream', got 'online'",
+        ),
+        (["--set", "env_kwargs.corridor=3"], r"env_kwargs \{'corridor': 3\} do not fit EBMM-MemoryShort-v0"),
+        (["--eval-episodes", "0"], r"argument --eval-episodes: '0' is not an integer >= 1"),
+        (["--checkpoint-freq", "-1"], r"argument --checkpoint-freq: '-1' is not an integer >= 0"),
+        (["--seed", "-3"], r"argument --seed: '-3' is not an integer in \[0, "),
+        (["--init-from", "nowhere"], r"--init-from nowhere: no model there"),
     ],
 )
-def test_train_rejects_bad_arguments_before_creating_a_run(arguments, message, tmp_path):
-    with pytest.raises(ValueError, match=message):
+def test_train_rejects_bad_input_in_one_line_with_status_2_before_creating_a_run(arguments, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
         train.main([*TINY, *arguments, "--run-dir", str(tmp_path)])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert error.startswith("python -m ebmm_rl.train: error: ") and error.count("\n") == 1
+    assert re.search(message, error), error
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_device_cuda_without_cuda_is_an_error(tmp_path, capsys):
+    for main in (
+        lambda: train.main([*TINY, "--device", "cuda", "--run-dir", str(tmp_path)]),
+        lambda: evaluate.main(["x", "--device", "cuda"]),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            main()
+        assert exit_info.value.code == 2
+        assert "--device: CUDA is not available on this machine; use --device cpu" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
 
 
@@ -201,15 +240,16 @@ def test_steps_to_hold_counts_from_the_last_dip():
     assert benchmark.steps_to_hold(rows[:3], 0.95) is None
 
 
-def test_evaluate_env_kwargs_change_the_task(trained_run):
+def test_evaluate_env_kwargs_change_the_task(trained_run, capsys):
     # The shortest solution takes 7 steps: with max_steps=3 no episode can succeed, and none lasts longer than 3.
     result = evaluate.main([str(trained_run.run_dir), "--episodes", "4", "--env-kwargs", "max_steps=3"])
     assert result.mean_ep_length <= 3 and result.success_rate == 0.0
-    with pytest.raises(ValueError, match="write key=value"):
+    with pytest.raises(SystemExit):
         evaluate.main([str(trained_run.run_dir), "--episodes", "1", "--env-kwargs", "max_steps"])
+    assert "write key=value" in capsys.readouterr().err
 
 
-def test_init_from_starts_a_new_run_from_another_runs_weights(trained_run, tmp_path):
+def test_init_from_starts_a_new_run_from_another_runs_weights(trained_run, tmp_path, capsys):
     from stable_baselines3 import PPO
 
     # A learning rate of 0 keeps the weights as loaded, so the new run's model must equal its source's.
@@ -221,8 +261,9 @@ def test_init_from_starts_a_new_run_from_another_runs_weights(trained_run, tmp_p
     assert yaml.safe_load((result.run_dir / ARGS_FILE).read_text())["init_from"] == str(trained_run.run_dir)
     fresh = PPO.load(train.main([*TINY, *frozen]).model_path, device="cpu").policy.state_dict()
     assert not all(torch.equal(source[key], fresh[key]) for key in source)
-    with pytest.raises(ValueError, match="do not fit this run's ppo model"):
+    with pytest.raises(SystemExit):
         train.main([*TINY, *frozen, "--set", "policy_kwargs.net_arch=[8]", "--init-from", str(trained_run.model_path)])
+    assert "do not fit this run's ppo model" in capsys.readouterr().err
 
 
 def test_training_cli_decays_the_bonus_and_logs_it(tmp_path):

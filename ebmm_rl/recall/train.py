@@ -27,6 +27,7 @@ import yaml
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
+from ebmm_rl.runs import arguments
 from ebmm_rl.runs.directory import new_run_dir
 from ebmm_rl.memory import EBMM, GRAD_MODES, meta_train_step
 from ebmm_rl.recall.models import (
@@ -116,23 +117,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     config.add_argument("--model", choices=MODELS, help="ebmm (default) or the memnet baseline")
     config.add_argument(
         "--memory-sizes",
-        type=int,
+        type=arguments.positive_int,
         nargs="+",
         metavar="FLOATS",
         help="memory budgets in floats, one model each (default: binary 8256, digits 2064, omniglot/cifar10 4616); "
         "EBMM takes the largest fast layer that fits, memnet slots of memory // n_stored",
     )
-    config.add_argument("--n-stored", type=int, help="patterns written per memory (default 64)")
-    config.add_argument("--batch-size", type=int, help=f"memories per step (default {TRAIN_DEFAULTS['batch_size']})")
-    config.add_argument("--lr", type=float, help=f"AdamW learning rate (default {TRAIN_DEFAULTS['lr']})")
-    config.add_argument("--weight-decay", type=float, help="AdamW weight decay (default 1e-6, the paper's)")
-    config.add_argument("--grad-clip", type=float, help="global gradient-norm clip (default 0.05, the paper's)")
+    config.add_argument("--n-stored", type=arguments.positive_int, help="patterns written per memory (default 64)")
+    config.add_argument(
+        "--batch-size", type=arguments.positive_int, help=f"memories per step (default {TRAIN_DEFAULTS['batch_size']})"
+    )
+    config.add_argument("--lr", type=arguments.positive_float, help=f"AdamW learning rate (default {TRAIN_DEFAULTS['lr']})")
+    config.add_argument(
+        "--weight-decay", type=arguments.non_negative_float, help="AdamW weight decay (default 1e-6, the paper's)"
+    )
+    config.add_argument(
+        "--grad-clip", type=arguments.positive_float, help="global gradient-norm clip (default 0.05, the paper's)"
+    )
     config.add_argument("--energy", choices=ENERGIES, help="EBMM energy (default: mlp; conv for omniglot/cifar10)")
-    config.add_argument("--hidden", type=int, help="EBMM mlp encoder / memnet width (default 128; 256 for 32x32)")
-    config.add_argument("--hop-dim", type=int, help="width of the EBMM's gated hops (default 128; 256 for 32x32)")
-    config.add_argument("--hops", type=int, help="number of gated hops (default 3)")
-    config.add_argument("--write-steps", type=int, help="EBMM write steps (default 5)")
-    config.add_argument("--read-steps", type=int, help="EBMM read steps (default 5, the paper's)")
+    config.add_argument(
+        "--hidden", type=arguments.positive_int, help="EBMM mlp encoder / memnet width (default 128; 256 for 32x32)"
+    )
+    config.add_argument(
+        "--hop-dim", type=arguments.positive_int, help="width of the EBMM's gated hops (default 128; 256 for 32x32)"
+    )
+    config.add_argument("--hops", type=arguments.positive_int, help="number of gated hops (default 3)")
+    config.add_argument("--write-steps", type=arguments.positive_int, help="EBMM write steps (default 5)")
+    config.add_argument("--read-steps", type=arguments.positive_int, help="EBMM read steps (default 5, the paper's)")
     config.add_argument("--grad-mode", choices=GRAD_MODES[:2], help="meta-gradient (default second_order, the paper's)")
     config.add_argument(
         "--gradient-penalty",
@@ -145,10 +156,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--corruption",
         help=f"binary: {', '.join(BIT_CORRUPTIONS)} (default erase; see models.BIT_CORRUPTIONS); images: occlude",
     )
-    config.add_argument("--corrupt-bits", type=int, help="corrupted bits of a binary query (default 64 of 128)")
-    config.add_argument("--block", type=int, help="side of the occluded square (default image size // 2)")
-    config.add_argument("--image-size", type=int, help="image side (default: digits 8, omniglot 32)")
-    config.add_argument("--seed", type=int, help="seed of the model and the training data (default 0)")
+    config.add_argument(
+        "--corrupt-bits", type=arguments.non_negative_int, help="corrupted bits of a binary query (default 64 of 128)"
+    )
+    config.add_argument("--block", type=arguments.positive_int, help="side of the occluded square (default image size // 2)")
+    config.add_argument("--image-size", type=arguments.positive_int, help="image side (default: digits 8, omniglot 32)")
+    config.add_argument("--seed", type=arguments.seed, help="seed of the model and the training data (default 0)")
     config.add_argument(
         "--augment",
         action="store_true",
@@ -157,7 +170,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     config.add_argument(
         "--random-memories",
-        type=float,
+        type=arguments.fraction,
         metavar="FRACTION",
         help="fraction of training memories that hold random binary images instead of the split's (default 0); "
         "they can only be recalled by storing, not completed from what the model knows of the data",
@@ -165,11 +178,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     config.add_argument("--data-root", help="directory of the Omniglot/CIFAR-10 archives (default ~/.cache/ebmm_rl)")
 
     run = parser.add_argument_group("run settings")
-    run.add_argument("--steps", type=int, help=f"total meta-training steps (default {SETTINGS_DEFAULTS['steps']})")
-    run.add_argument("--time-limit", type=float, metavar="SECONDS", help="stop (and save) after this long")
-    run.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default 100)")
-    run.add_argument("--log-every", type=int, help="steps between TensorBoard scalars (default 10)")
-    run.add_argument("--device", help="torch device (default cpu)")
+    run.add_argument(
+        "--steps", type=arguments.positive_int, help=f"total meta-training steps (default {SETTINGS_DEFAULTS['steps']})"
+    )
+    run.add_argument(
+        "--time-limit", type=arguments.non_negative_float, metavar="SECONDS", help="stop (and save) after this long"
+    )
+    run.add_argument("--checkpoint-every", type=arguments.positive_int, help="steps between checkpoints (default 100)")
+    run.add_argument("--log-every", type=arguments.positive_int, help="steps between TensorBoard scalars (default 10)")
+    run.add_argument("--device", type=arguments.device, help="torch device: cpu or cuda (default cpu)")
     run.add_argument("--run-dir", metavar="DIR", help="parent of the run directories (default runs)")
     run.add_argument(
         "--resume",

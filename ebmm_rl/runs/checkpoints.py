@@ -1,17 +1,179 @@
-"""Atomic SB3 checkpoints of a run: ``checkpoints/model_<steps>_steps.zip``, found again on resume."""
+"""Exact, atomic SB3 checkpoints of a run: ``checkpoints/model_<steps>_steps.zip``, found again on resume.
+
+A checkpoint at step N holds the whole training state after the update on the rollout that ended at step N: SB3's model
+file (policy, optimiser, the schedules' progress, the last observations, the episode statistics) and, as one more member
+of the same zip, what SB3 leaves out (:class:`TrainingState`): the random generators of torch, numpy and ``random``,
+every training env's own state (its generator, the episode under way, its wrappers' buffers; :class:`ResumableEnv`),
+``VecMonitor``'s running episodes, a recurrent policy's last hidden state and the logger's values not yet written.
+
+Why at a rollout's start: SB3 (and sb3-contrib) collect a rollout, then update on it. Between the update and the next
+rollout's first step nothing draws a random number or steps an env, so the state there is complete without a rollout
+buffer. :class:`CheckpointCallback` captures it at every rollout start and writes it when due; a run stopped mid-rollout
+is rewound to that capture (the policy changes only in the update) and saved from there. A resumed run restores all of
+it and replays what follows: on the CPU it ends bit for bit where the run would have ended uninterrupted. (gSDE draws
+its noise just before a rollout starts; no agent here uses it.)
+"""
 
 from __future__ import annotations
 
+import copy
+import pickle
+import random
 import re
+import zipfile
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
+import gymnasium
+import numpy as np
+import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper, VecMonitor
 
 from ebmm_rl.runs.atomic import write_atomically
 from ebmm_rl.sb3.callbacks import next_multiple
 
 CHECKPOINT_PATTERN = re.compile(r"^model_(\d+)_steps\.zip$")
+SB3_DATA_MEMBER = "data"
+"""The member of an SB3 model zip that holds its settings (and every other SB3 save has)."""
+TRAINING_STATE_MEMBER = "training_state.pkl"
+"""The zip member holding the :class:`TrainingState` (SB3's loader reads only its own members)."""
+ALGORITHM_ATTRIBUTES = (
+    "num_timesteps",
+    "_last_obs",
+    "_last_episode_starts",
+    "_last_original_obs",
+    "ep_info_buffer",
+    "ep_success_buffer",
+    "_episode_num",
+    "_current_progress_remaining",
+    "_n_updates",
+    "_last_lstm_states",  # sb3-contrib's recurrent algorithms; their own save leaves it out
+)
+"""Attributes of an SB3 algorithm that change while it collects a rollout."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message names the file and what is wrong with it."""
+
+
+class ResumableEnv(gymnasium.Wrapper):
+    """An env whose exact state a checkpoint can hold: :meth:`snapshot` pickles the env it wraps (its random generator,
+    the episode under way, every wrapper's buffers) and :meth:`restore_snapshot` puts such a copy in its place. SB3's
+    VecEnvs reach both through ``env_method``, in this process or in ``SubprocVecEnv`` workers."""
+
+    def snapshot(self) -> bytes:
+        """The wrapped env, pickled."""
+        return pickle.dumps(self.env)
+
+    def restore_snapshot(self, snapshot: bytes) -> None:
+        """Continue from a :meth:`snapshot`."""
+        self.env = pickle.loads(snapshot)
+
+
+def _map_tensors(value: Any, function: Any) -> Any:
+    """Apply ``function`` to every tensor in nested tuples (named or not), lists and dicts."""
+    if isinstance(value, torch.Tensor):
+        return function(value)
+    if isinstance(value, tuple) and hasattr(value, "_fields"):
+        return type(value)(*(_map_tensors(item, function) for item in value))
+    if isinstance(value, (tuple, list)):
+        return type(value)(_map_tensors(item, function) for item in value)
+    if isinstance(value, dict):
+        return {key: _map_tensors(item, function) for key, item in value.items()}
+    return value
+
+
+def _vec_monitor(env: VecEnv) -> VecMonitor | None:
+    while isinstance(env, VecEnvWrapper):
+        if isinstance(env, VecMonitor):
+            return env
+        env = env.venv
+    return None
+
+
+MONITOR_ATTRIBUTES = ("episode_returns", "episode_lengths", "episode_count")
+
+
+@dataclass
+class TrainingState:
+    """What an SB3 model file leaves out of a training run's state at a rollout's start (see the module docstring).
+
+    :param num_timesteps: the step it was captured at.
+    :param algorithm: copies of the model's :data:`ALGORITHM_ATTRIBUTES` (tensors on the CPU).
+    :param random: the states of torch's (CPU and CUDA), numpy's and Python's global random generators.
+    :param envs: each training env's :meth:`ResumableEnv.snapshot`.
+    :param monitor: ``VecMonitor``'s running episode returns, lengths and count.
+    :param logger: the logger's values recorded and not yet written (e.g. ``train/`` of the last update).
+    """
+
+    num_timesteps: int
+    algorithm: dict[str, Any]
+    random: dict[str, Any]
+    envs: list[bytes]
+    monitor: dict[str, Any]
+    logger: dict[str, dict[str, Any]]
+
+    @classmethod
+    def capture(cls, model: BaseAlgorithm) -> TrainingState:
+        """The state of a model's training now (between an update and the next rollout's first step)."""
+        env = model.get_env()
+        algorithm = {name: copy.deepcopy(getattr(model, name)) for name in ALGORITHM_ATTRIBUTES if hasattr(model, name)}
+        algorithm = _map_tensors(algorithm, lambda tensor: tensor.detach().cpu().clone())
+        monitor = _vec_monitor(env)
+        logger = getattr(model, "_logger", None)
+        return cls(
+            num_timesteps=model.num_timesteps,
+            algorithm=algorithm,
+            random={
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                "numpy": np.random.get_state(),
+                "python": random.getstate(),
+            },
+            envs=env.env_method("snapshot"),
+            monitor={} if monitor is None else {name: copy.deepcopy(getattr(monitor, name)) for name in MONITOR_ATTRIBUTES},
+            logger={}
+            if logger is None
+            else {name: dict(getattr(logger, name)) for name in ("name_to_value", "name_to_count", "name_to_excluded")},
+        )
+
+    def rewind(self, model: BaseAlgorithm) -> None:
+        """Put the model's own attributes back to this state (after a rollout stopped before its update)."""
+        for name, value in self.algorithm.items():
+            setattr(model, name, _map_tensors(copy.deepcopy(value), lambda tensor: tensor.to(model.device)))
+
+    def restore(self, model: BaseAlgorithm) -> None:
+        """Continue a model's training from this state: its attributes, the random generators, the training envs, the
+        episode statistics and the logger's pending values.
+
+        :raises CheckpointError: if the training envs are not those the state was captured from.
+        """
+        env = model.get_env()
+        if len(self.envs) != env.num_envs:
+            raise CheckpointError(f"the checkpoint holds {len(self.envs)} training envs, the run has {env.num_envs}")
+        self.rewind(model)
+        for index, snapshot in enumerate(self.envs):
+            env.env_method("restore_snapshot", snapshot, indices=[index])
+        monitor = _vec_monitor(env)
+        if monitor is not None:
+            for name, value in self.monitor.items():
+                setattr(monitor, name, copy.deepcopy(value))
+        torch.set_rng_state(self.random["torch"])
+        if (
+            self.random["cuda"] is not None
+            and torch.cuda.is_available()
+            and torch.cuda.device_count() == len(self.random["cuda"])
+        ):
+            torch.cuda.set_rng_state_all(self.random["cuda"])
+        np.random.set_state(self.random["numpy"])
+        random.setstate(self.random["python"])
+        for name, values in self.logger.items():
+            getattr(model.logger, name).update(values)
 
 
 def checkpoint_path(directory: str | Path, num_timesteps: int) -> Path:
@@ -19,67 +181,167 @@ def checkpoint_path(directory: str | Path, num_timesteps: int) -> Path:
     return Path(directory) / f"model_{num_timesteps}_steps.zip"
 
 
-def latest_checkpoint(directory: str | Path) -> Path | None:
-    """The checkpoint with the most steps in a directory.
+def list_checkpoints(directory: str | Path) -> list[Path]:
+    """The checkpoints in a directory, the one with the most steps first.
 
     :param directory: a ``checkpoints/`` directory (may be missing).
-    :return: its path, or ``None`` if there is none.
     """
-    matches = [(CHECKPOINT_PATTERN.match(path.name), path) for path in Path(directory).glob("model_*_steps.zip")]
-    found = [(int(match[1]), path) for match, path in matches if match]
-    return max(found)[1] if found else None
+    paths = [path for path in Path(directory).glob("model_*_steps.zip") if CHECKPOINT_PATTERN.match(path.name)]
+    return sorted(paths, key=checkpoint_steps, reverse=True)
 
 
-def save_atomically(model: BaseAlgorithm, path: str | Path) -> Path:
-    """Save a model (and its ``VecNormalize`` statistics, if any, next to it as ``<stem>_vecnormalize.pkl``) through
-    a temporary file and ``os.replace``, so an interrupted save never leaves a truncated zip.
+def checkpoint_steps(path: str | Path) -> int:
+    """The step count in a checkpoint's name."""
+    match = CHECKPOINT_PATTERN.match(Path(path).name)
+    if match is None:
+        raise ValueError(f"{path} is not named like a checkpoint, model_<steps>_steps.zip")
+    return int(match[1])
+
+
+Loaded = TypeVar("Loaded")
+
+
+def load_first_readable(candidates: list[Path], load: Callable[[Path], Loaded]) -> tuple[Loaded, Path]:
+    """Load the first of ``candidates`` whose file is whole and loads, saying which were skipped and why.
+
+    :param candidates: model files, the preferred first.
+    :param load: loads one; a :class:`CheckpointError` from it skips the file, any other error is raised.
+    :return: what ``load`` returned and the file.
+    :raises CheckpointError: if none loads, naming each file and its problem.
+    """
+    problems = []
+    for path in candidates:
+        try:
+            check_archive(path)
+            return load(path), path
+        except CheckpointError as error:
+            problems.append(str(error))
+            print(f"Skipping {error}", file=sys.stderr)
+    raise CheckpointError(f"no readable model: {'; '.join(problems) or 'no candidate'}")
+
+
+def save_atomically(model: BaseAlgorithm, path: str | Path, state: TrainingState | None = None) -> Path:
+    """Save a model (with its training state, if given, and its ``VecNormalize`` statistics, if any, next to it as
+    ``<stem>_vecnormalize.pkl``) through a temporary file and ``os.replace``, so an interrupted save never leaves a
+    truncated zip.
 
     :param model: the model.
     :param path: the destination, ending in ``.zip``.
+    :param state: the training state the model is at (:meth:`TrainingState.capture`).
     :return: the path.
     """
-    path = write_atomically(path, model.save)
+
+    def write(temporary: Path) -> None:
+        model.save(temporary)
+        if state is not None:
+            with zipfile.ZipFile(temporary, "a") as archive:
+                archive.writestr(TRAINING_STATE_MEMBER, pickle.dumps(state))
+
+    path = write_atomically(path, write)
     vec_normalize = model.get_vec_normalize_env()
     if vec_normalize is not None:
         write_atomically(path.with_name(f"{path.stem}_vecnormalize.pkl"), vec_normalize.save)
     return path
 
 
+def check_archive(path: str | Path) -> None:
+    """Check that a model file is a whole SB3 zip whose members all pass their CRC check.
+
+    :raises CheckpointError: naming the file and what is wrong.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+            members = archive.namelist()
+    except (OSError, zipfile.BadZipFile, EOFError) as error:
+        raise CheckpointError(f"{path} is unreadable ({type(error).__name__}: {error}); it may be truncated") from None
+    if damaged is not None:
+        raise CheckpointError(f"{path} is damaged: its member {damaged!r} fails its CRC check")
+    if SB3_DATA_MEMBER not in members:
+        # A truncated SB3 zip can still parse: as the zip of one of the torch files stored in it.
+        raise CheckpointError(f"{path} is unreadable (no {SB3_DATA_MEMBER!r} member); it may be truncated")
+
+
+def load_checkpoint(
+    algorithm: type[BaseAlgorithm], path: str | Path, env: VecEnv, **kwargs: Any
+) -> tuple[BaseAlgorithm, TrainingState | None]:
+    """Load a checkpoint to continue training.
+
+    :param algorithm: the model's class.
+    :param path: the checkpoint.
+    :param env: the training envs, made as the run made them.
+    :param kwargs: more arguments of ``algorithm.load`` (``device``, ``tensorboard_log``).
+    :return: the model and its :class:`TrainingState`; ``None`` for a checkpoint from before exact resume, whose
+        envs then start new episodes.
+    :raises CheckpointError: naming the file and the problem, for anything that keeps it from loading.
+    """
+    check_archive(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            exact = TRAINING_STATE_MEMBER in archive.namelist()
+            state = pickle.loads(archive.read(TRAINING_STATE_MEMBER)) if exact else None
+        model = algorithm.load(path, env=env, force_reset=not exact, **kwargs)
+    except Exception as error:  # whatever keeps a checkpoint from loading makes it one to skip
+        message = " ".join(str(error).split())
+        raise CheckpointError(f"{path} cannot be loaded ({type(error).__name__}: {message})") from error
+    return model, state
+
+
 class CheckpointCallback(BaseCallback):
-    """Save the model atomically every ``save_freq`` environment steps to ``<directory>/model_<steps>_steps.zip``.
+    """Capture the training state at every rollout start and save it atomically, at the first rollout start at or
+    after every ``save_freq`` environment steps, to ``<directory>/model_<steps>_steps.zip``.
 
     :param save_freq: environment steps (all envs together) between checkpoints; 0 disables periodic saves
-        (:meth:`save` still works).
+        (:meth:`save_now` and :meth:`save_rollout_start` still work).
     :param directory: the checkpoint directory (created if missing).
+    :param resume_state: a checkpoint's :class:`TrainingState`, restored when training starts.
     :param verbose: 1 to print each save.
     """
 
-    def __init__(self, save_freq: int, directory: str | Path, verbose: int = 0):
+    def __init__(self, save_freq: int, directory: str | Path, resume_state: TrainingState | None = None, verbose: int = 0):
         super().__init__(verbose)
         self.save_freq = save_freq
         self.directory = Path(directory)
+        self.resume_state = resume_state
+        self.rollout_start: TrainingState | None = None
         self._next_save = 0
 
     def _init_callback(self) -> None:
+        if not self.model.get_env().has_attr("snapshot"):
+            raise TypeError("CheckpointCallback needs every training env wrapped in ebmm_rl.runs.checkpoints.ResumableEnv")
         self.directory.mkdir(parents=True, exist_ok=True)
+
+    def _on_training_start(self) -> None:
+        if self.resume_state is not None:
+            self.resume_state.restore(self.model)
+            self.resume_state = None
         if self.save_freq > 0:
             self._next_save = next_multiple(self.model.num_timesteps, self.save_freq)
 
+    def _on_rollout_start(self) -> None:
+        self.rollout_start = TrainingState.capture(self.model)
+        if self.save_freq > 0 and self.model.num_timesteps >= self._next_save:
+            self.save_rollout_start()
+            self._next_save = next_multiple(self.model.num_timesteps, self.save_freq)
+
     def _on_step(self) -> bool:
-        if self.save_freq > 0 and self.num_timesteps >= self._next_save:
-            self.save()
-            self._next_save = next_multiple(self.num_timesteps, self.save_freq)
         return True
 
-    def save(self, model: BaseAlgorithm | None = None) -> Path:
-        """Save a checkpoint now.
+    def save_now(self) -> Path:
+        """Save a checkpoint of the model as it is, between an update and the next rollout (e.g. when training ends)."""
+        self.rollout_start = TrainingState.capture(self.model)
+        return self.save_rollout_start()
 
-        :param model: the model; defaults to the one being trained.
+    def save_rollout_start(self) -> Path:
+        """Save the state captured at the start of the last rollout, rewinding the model's attributes to it (after a
+        rollout stopped before its update, the policy and optimiser are still those of that start).
+
         :return: the checkpoint path.
         """
-        model = model or self.model
-        self.directory.mkdir(parents=True, exist_ok=True)
-        path = save_atomically(model, checkpoint_path(self.directory, model.num_timesteps))
+        if self.rollout_start is None:
+            raise RuntimeError("no rollout has started yet, so there is no state to save")
+        self.rollout_start.rewind(self.model)
+        path = save_atomically(self.model, checkpoint_path(self.directory, self.model.num_timesteps), self.rollout_start)
         if self.verbose >= 1:
             print(f"Saved checkpoint {path}")
         return path

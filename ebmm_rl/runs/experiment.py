@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,12 +12,18 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv,
 
 from ebmm_rl import envs
 from ebmm_rl.agents import Agent, get_agent
-from ebmm_rl.runs.checkpoints import latest_checkpoint
+from ebmm_rl.runs.checkpoints import CheckpointError, ResumableEnv, list_checkpoints, load_first_readable
 from ebmm_rl.runs.config import load_yaml
 from ebmm_rl.runs.directory import ARGS_FILE, CHECKPOINT_DIR, CONFIG_FILE, FINAL_MODEL
 
 EVAL_SEED_OFFSET = 1_000_000
 """Evaluation envs are seeded with ``seed + EVAL_SEED_OFFSET``, so they never replay training episodes."""
+
+
+def make_resumable_env(env_id: str, **kwargs: Any) -> ResumableEnv:
+    """:func:`ebmm_rl.envs.make_env` in a :class:`~ebmm_rl.runs.checkpoints.ResumableEnv`, whose state a checkpoint
+    holds."""
+    return ResumableEnv(envs.make_env(env_id, **kwargs))
 
 
 def make_vec_env(
@@ -38,27 +45,27 @@ def make_vec_env(
     :param vec_env: ``"dummy"`` (one process) or ``"subproc"`` (one process per env).
     :param novel_poses: the envs report new poses (:class:`ebmm_rl.envs.NovelPoses`), for
         :class:`ebmm_rl.sb3.exploration.VecNoveltyBonus`.
-    :return: the ``VecMonitor``-wrapped vector env.
+    :return: the ``VecMonitor``-wrapped vector env (each env a :class:`~ebmm_rl.runs.checkpoints.ResumableEnv`).
     """
-    env_fn = functools.partial(envs.make_env, env_id, novel_poses=novel_poses, **agent.env_options(config))
+    env_fn = functools.partial(make_resumable_env, env_id, novel_poses=novel_poses, **agent.env_options(config))
     vec_env_cls = {"dummy": DummyVecEnv, "subproc": SubprocVecEnv}[vec_env]
     vectorized = vec_env_cls([env_fn] * n_envs)
     vectorized.seed(seed)
     return VecMonitor(vectorized)
 
 
-def model_file(path: str | Path) -> Path:
-    """The model of a run: a ``.zip`` as is, or a run directory's final model, else its latest checkpoint.
+def model_candidates(path: str | Path) -> list[Path]:
+    """The model files of a run, preferred first: a ``.zip`` as is; a run directory's final model, then its checkpoints,
+    newest first (an evaluation falls back to the next when one is damaged).
 
-    :raises FileNotFoundError: if there is none.
+    :param path: a model file or a run directory.
+    :return: the files; empty if there is none.
     """
     path = Path(path)
     if path.is_file():
-        return path
-    found = path / FINAL_MODEL if (path / FINAL_MODEL).is_file() else latest_checkpoint(path / CHECKPOINT_DIR)
-    if found is None:
-        raise FileNotFoundError(f"{path} is neither a model .zip nor a run directory holding {FINAL_MODEL} or a checkpoint.")
-    return found
+        return [path]
+    final = [path / FINAL_MODEL] if (path / FINAL_MODEL).is_file() else []
+    return final + list_checkpoints(path / CHECKPOINT_DIR)
 
 
 def load_run(run_dir: str | Path, device: str = "auto") -> tuple[Agent, dict[str, Any], dict[str, Any], BaseAlgorithm, Path]:
@@ -67,8 +74,10 @@ def load_run(run_dir: str | Path, device: str = "auto") -> tuple[Agent, dict[str
     :param run_dir: the run directory.
     :param device: torch device for the model.
     :return: the agent, the run settings (``args.yml``), the config (``config.yml``), the model (its final model, or
-        the latest checkpoint of an unfinished run) and the model's path.
+        the latest checkpoint of an unfinished run or one whose final model is damaged; a file skipped is named on
+        stderr) and the model's path.
     :raises FileNotFoundError: if the directory is not a run or holds no model.
+    :raises CheckpointError: if no model of the run can be loaded (naming each file and its problem).
     """
     run_dir = Path(run_dir)
     if not (run_dir / ARGS_FILE).is_file() or not (run_dir / CONFIG_FILE).is_file():
@@ -76,5 +85,19 @@ def load_run(run_dir: str | Path, device: str = "auto") -> tuple[Agent, dict[str
     settings = load_yaml(run_dir / ARGS_FILE)
     config = load_yaml(run_dir / CONFIG_FILE)
     agent = get_agent(settings["agent"])
-    model_path = model_file(run_dir)
-    return agent, settings, config, agent.algorithm.load(model_path, device=device), model_path
+    candidates = model_candidates(run_dir)
+    if not candidates:
+        raise FileNotFoundError(f"{run_dir} holds neither {FINAL_MODEL} nor a checkpoint.")
+
+    def load(path: Path) -> BaseAlgorithm:
+        try:
+            return agent.algorithm.load(path, device=device)
+        except Exception as error:  # whatever keeps a model from loading makes it one to skip
+            raise CheckpointError(
+                f"{path} cannot be loaded ({type(error).__name__}: {' '.join(str(error).split())})"
+            ) from error
+
+    model, path = load_first_readable(candidates, load)
+    if path != candidates[0]:
+        print(f"Evaluating {path} instead of {candidates[0]}", file=sys.stderr)
+    return agent, settings, config, model, path

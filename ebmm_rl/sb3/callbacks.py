@@ -2,16 +2,23 @@
 
 Callbacks here trigger on the global step count (``model.num_timesteps`` crossing a multiple of their frequency), not
 on calls since ``learn()`` started, so a resumed run keeps the schedule of the run it continues.
+
+An evaluation is a function of the policy and the step count alone: its envs are seeded from the step count and it
+draws from a copy of torch's random generator. So it leaves training as it would be without it (an evaluation
+frequency changed on resume changes no training step), and an evaluation redone after an interruption gives the same
+result.
 """
 
 from __future__ import annotations
 
 import csv
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.vec_env import VecEnv, sync_envs_normalization
@@ -23,6 +30,10 @@ EVALUATION_FIELDS = ("timesteps", "success_rate", "mean_reward", "std_reward", "
 def next_multiple(num_timesteps: int, frequency: int) -> int:
     """The first multiple of ``frequency`` above ``num_timesteps``: when a step-count schedule fires next."""
     return (num_timesteps // frequency + 1) * frequency
+
+
+class EvaluationInterrupted(Exception):
+    """An evaluation abandoned because the run was asked to stop."""
 
 
 class SuccessEvalCallback(BaseCallback):
@@ -40,6 +51,9 @@ class SuccessEvalCallback(BaseCallback):
     :param deterministic: act greedily instead of sampling.
     :param log_path: the CSV file; rows after the model's current step (left by an interrupted run) are dropped
         when training starts.
+    :param seed: the evaluation at step N seeds its envs with ``seed + N``.
+    :param stop_requested: called at every evaluation step; once it returns True the evaluation is abandoned (nothing
+        logged or written) and training stops: a run that resumes redoes it.
     :param verbose: 1 to print each evaluation.
     """
 
@@ -50,14 +64,20 @@ class SuccessEvalCallback(BaseCallback):
         n_eval_episodes: int,
         deterministic: bool = False,
         log_path: str | Path | None = None,
+        seed: int = 0,
+        stop_requested: Callable[[], bool] | None = None,
         verbose: int = 0,
     ):
         super().__init__(verbose)
+        if n_eval_episodes < 1:
+            raise ValueError(f"n_eval_episodes must be >= 1, got {n_eval_episodes}")
         self.eval_env = eval_env
         self.eval_freq = eval_freq
         self.n_eval_episodes = n_eval_episodes
         self.deterministic = deterministic
         self.log_path = None if log_path is None else Path(log_path)
+        self.seed = seed
+        self.stop_requested = stop_requested
         self.last_result: dict[str, float] | None = None
         self._next_eval = 0
 
@@ -68,6 +88,8 @@ class SuccessEvalCallback(BaseCallback):
             with open(self.log_path, newline="") as file:
                 rows = [row for row in csv.DictReader(file) if int(row["timesteps"]) <= self.model.num_timesteps]
             self._write_rows(rows, mode="w")
+            if rows and int(rows[-1]["timesteps"]) == self.model.num_timesteps:  # done before the run stopped
+                self.last_result = {key: float(value) for key, value in rows[-1].items()}
 
     def _write_rows(self, rows: list[dict[str, Any]], mode: str) -> None:
         assert self.log_path is not None
@@ -80,24 +102,35 @@ class SuccessEvalCallback(BaseCallback):
 
     def _on_step(self) -> bool:
         if self.eval_freq > 0 and self.num_timesteps >= self._next_eval:
-            self.evaluate()
+            try:
+                self.evaluate()
+            except EvaluationInterrupted:
+                return False
             self._next_eval = next_multiple(self.num_timesteps, self.eval_freq)
         return True
+
+    def _check_stop(self, local_variables: dict[str, Any], global_variables: dict[str, Any]) -> None:
+        if self.stop_requested is not None and self.stop_requested():
+            raise EvaluationInterrupted
 
     def evaluate(self) -> dict[str, float]:
         """Run one evaluation now, log it and append it to the CSV.
 
         :return: a row of :data:`EVALUATION_FIELDS`.
+        :raises EvaluationInterrupted: if ``stop_requested`` turned True during it.
         """
         if self.model.get_vec_normalize_env() is not None:  # as SB3's EvalCallback: the wrappers may differ otherwise
             sync_envs_normalization(self.model.get_env(), self.eval_env)
-        returns, lengths = evaluate_policy(
-            self.model,
-            self.eval_env,
-            n_eval_episodes=self.n_eval_episodes,
-            deterministic=self.deterministic,
-            return_episode_rewards=True,
-        )
+        self.eval_env.seed(self.seed + self.model.num_timesteps)
+        with torch.random.fork_rng(devices=[self.model.device] if self.model.device.type == "cuda" else []):
+            returns, lengths = evaluate_policy(
+                self.model,
+                self.eval_env,
+                n_eval_episodes=self.n_eval_episodes,
+                deterministic=self.deterministic,
+                return_episode_rewards=True,
+                callback=self._check_stop,
+            )
         returns = np.asarray(returns, dtype=np.float64)
         elapsed = max((time.time_ns() - self.model.start_time) / 1e9, 1e-9)
         result = {
