@@ -33,7 +33,7 @@ from typing import Any
 import torch
 import yaml
 from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.callbacks import CallbackList, ProgressBarCallback
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList, ProgressBarCallback
 from stable_baselines3.common.vec_env import VecEnv
 
 from ebmm_rl import envs
@@ -403,7 +403,9 @@ def summary_line(agent: str, env_id: str, result: TrainResult, episodes: int) ->
     )
 
 
-def train_run(prepared: PreparedRun, progress_bar: bool = True) -> TrainResult:
+def train_run(
+    prepared: PreparedRun, progress_bar: bool = True, callback_after_eval: BaseCallback | None = None
+) -> TrainResult:
     """Train a prepared run and print its summary line: a new run's directory is written first, a resumed run's files
     are brought to its checkpoint's step.
 
@@ -412,6 +414,8 @@ def train_run(prepared: PreparedRun, progress_bar: bool = True) -> TrainResult:
 
     :param prepared: the run (:func:`prepare_run`).
     :param progress_bar: show SB3's progress bar.
+    :param callback_after_eval: called after each periodic evaluation (see
+        :class:`~ebmm_rl.sb3.callbacks.SuccessEvalCallback`); returning False ends training early, as a finished run.
     :return: the run's :class:`TrainResult`.
     """
     spec, model = prepared.spec, prepared.model
@@ -433,6 +437,7 @@ def train_run(prepared: PreparedRun, progress_bar: bool = True) -> TrainResult:
             log_path=run_dir / EVALUATIONS_FILE,
             seed=settings["seed"] + EVAL_SEED_OFFSET,
             stop_requested=stop,
+            callback_after_eval=callback_after_eval,
         )
         stopper = StopOnRequest(stop)
         callbacks = [evaluation, checkpoints, stopper]

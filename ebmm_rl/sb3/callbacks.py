@@ -54,6 +54,9 @@ class SuccessEvalCallback(BaseCallback):
     :param seed: the evaluation at step N seeds its envs with ``seed + N``.
     :param stop_requested: called at every evaluation step; once it returns True the evaluation is abandoned (nothing
         logged or written) and training stops: a run that resumes redoes it.
+    :param callback_after_eval: called after each periodic evaluation, as SB3's ``EvalCallback`` calls it: its
+        ``parent`` is this callback (``parent.last_result`` holds the evaluation), and returning False stops training
+        (a hyperparameter search prunes a trial this way).
     :param verbose: 1 to print each evaluation.
     """
 
@@ -66,6 +69,7 @@ class SuccessEvalCallback(BaseCallback):
         log_path: str | Path | None = None,
         seed: int = 0,
         stop_requested: Callable[[], bool] | None = None,
+        callback_after_eval: BaseCallback | None = None,
         verbose: int = 0,
     ):
         super().__init__(verbose)
@@ -78,10 +82,15 @@ class SuccessEvalCallback(BaseCallback):
         self.log_path = None if log_path is None else Path(log_path)
         self.seed = seed
         self.stop_requested = stop_requested
+        self.callback_after_eval = callback_after_eval
+        if callback_after_eval is not None:
+            callback_after_eval.parent = self
         self.last_result: dict[str, float] | None = None
         self._next_eval = 0
 
     def _init_callback(self) -> None:
+        if self.callback_after_eval is not None:
+            self.callback_after_eval.init_callback(self.model)
         if self.eval_freq > 0:
             self._next_eval = next_multiple(self.model.num_timesteps, self.eval_freq)
         if self.log_path is not None and self.log_path.is_file():
@@ -107,6 +116,8 @@ class SuccessEvalCallback(BaseCallback):
             except EvaluationInterrupted:
                 return False
             self._next_eval = next_multiple(self.num_timesteps, self.eval_freq)
+            if self.callback_after_eval is not None:
+                return self.callback_after_eval.on_step()
         return True
 
     def _check_stop(self, local_variables: dict[str, Any], global_variables: dict[str, Any]) -> None:
