@@ -197,7 +197,7 @@ def test_evaluate_rebuilds_the_runs_final_greedy_evaluation(tmp_path):
     assert result.mean_ep_length == float(final["mean_ep_length"])
 
 
-def test_benchmark_writes_csv_json_and_png(tmp_path):
+def test_benchmark_writes_csv_json_and_png_counting_a_curriculum_from_its_last_stage(tmp_path):
     out = tmp_path / "out"
     result = benchmark.main(
         [
@@ -206,11 +206,13 @@ def test_benchmark_writes_csv_json_and_png(tmp_path):
             "--seeds", "0",
             "--timesteps", "32",
             "--n-envs", "2",
-            "--set", "n_steps=16",
+            "--set", "n_steps=8",
             "--set", "batch_size=16",
             "--set", "n_epochs=1",
+            "--set", "curriculum={first: {n_timesteps: 16, env_kwargs: {max_steps: 12}}, last: {}}",
             "--eval-freq", "16",
-            "--eval-episodes", "2",
+            "--eval-episodes", "1",
+            "--threshold", "0",  # every evaluation reaches it
             "--workers", "1",
             "--out", str(out),
             "--run-dir", str(tmp_path / "runs"),
@@ -219,12 +221,13 @@ def test_benchmark_writes_csv_json_and_png(tmp_path):
     assert not result.failed
     rows = read_rows(out / "evaluations.csv")
     assert list(rows[0]) == list(benchmark.EVALUATION_COLUMNS)
-    assert [(row["agent"], row["env"], row["seed"], row["timesteps"]) for row in rows] == [
-        ("ppo", "EBMM-MemoryShort-v0", "0", "16"),
-        ("ppo", "EBMM-MemoryShort-v0", "0", "32"),
+    assert [(row["agent"], row["env"], row["seed"], row["timesteps"], row["stage"]) for row in rows] == [
+        ("ppo", "EBMM-MemoryShort-v0", "0", "16", "1"),
+        ("ppo", "EBMM-MemoryShort-v0", "0", "32", "2"),
     ]
+    assert result.runs[0]["steps_to_threshold"] == 32  # the first evaluation on the env benchmarked, the last stage's
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["threshold"] == 0.95
+    assert summary["threshold"] == 0
     assert summary["summary"][0]["agent"] == "ppo"
     assert summary["summary"][0]["seeds"] == 1
     assert summary["runs"][0]["timesteps"] == 32
