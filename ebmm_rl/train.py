@@ -51,8 +51,8 @@ def build_parser() -> arguments.ArgumentParser:
     parser.add_argument(
         "--init-from",
         metavar="RUN_DIR_OR_ZIP",
-        help="start a new run from another run's trained weights (same agent and architecture): a curriculum step, e.g. "
-        "train on a short delay, then on the long one",
+        help="start a new run from another run's trained weights (same agent and architecture); a config's curriculum "
+        "trains through stages in one run instead",
     )
     parser.add_argument(
         "--eval-freq",
