@@ -3,13 +3,16 @@
 Every (agent, env, seed) is one training run (:mod:`ebmm_rl.runs.training`, in a worker process of its own; run
 directories go to ``--run-dir``). From the runs' periodic evaluations it writes, into ``--out``:
 
-- ``evaluations.csv``: agent, env, seed, timesteps, success_rate, mean_reward, fps, one row per evaluation;
+- ``evaluations.csv``: agent, env, seed, timesteps, success_rate, mean_reward, fps, stage, one row per evaluation;
 - ``summary.csv``: per agent and env, over seeds: final success rate and return, steps until the success rate first
   reached ``--threshold`` (mean over the seeds that reached it, and how many did), steps from which it stayed at or
   above the threshold in every later evaluation (mean over the seeds that held it, and how many did), fps;
 - ``summary.json``: the same plus one entry per run (and the failed runs, if any);
 - ``success_rate.png``: success rate against environment steps, one panel per env, one line per agent (mean over
   seeds, shaded between the lowest and highest seed).
+
+With a curriculum (:mod:`ebmm_rl.runs.curriculum`) the summary and the plot count only the evaluations of its last stage,
+the env benchmarked, at the run's step counts; a run that never reached it counts as 0 success.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from ebmm_rl.runs.directory import EVALUATIONS_FILE
 from ebmm_rl.runs.training import TRAIN_PROGRAM, prepare_run, start_run, train_run
 
 PROGRAM = "python -m ebmm_rl.benchmark"
-EVALUATION_COLUMNS = ("agent", "env", "seed", "timesteps", "success_rate", "mean_reward", "fps")
+EVALUATION_COLUMNS = ("agent", "env", "seed", "timesteps", "success_rate", "mean_reward", "fps", "stage")
 SUMMARY_COLUMNS = (
     "agent",
     "env",
@@ -77,8 +80,10 @@ def _train_in_worker(
     argv += [f"--set={item}" for item in overrides] + [f"--threads={threads}", "--no-progress"]
     command = shlex.join([*shlex.split(TRAIN_PROGRAM), *argv])
     spec = start_run(options, command, overrides=overrides, timesteps=timesteps, n_envs=n_envs)
-    result = train_run(prepare_run(spec, threads=threads), progress_bar=False)
-    return {"run_dir": str(result.run_dir), "fps": result.fps, "interrupted": result.interrupted}
+    prepared = prepare_run(spec, threads=threads)
+    result = train_run(prepared, progress_bar=False)
+    stages = len(prepared.stages)
+    return {"run_dir": str(result.run_dir), "fps": result.fps, "interrupted": result.interrupted, "stages": stages}
 
 
 def read_evaluations(run_dir: str | Path) -> list[dict[str, float]]:
@@ -247,6 +252,7 @@ def main(argv: list[str] | None = None) -> BenchmarkResult:
     out.mkdir(parents=True, exist_ok=True)
     result = BenchmarkResult(out)
     evaluations: list[dict[str, Any]] = []
+    task_evaluations: list[dict[str, Any]] = []
     print(f"Benchmark: {len(jobs)} runs of {len(args.agents)} agents x {len(env_ids)} envs x {len(args.seeds)} seeds")
     # spawn: each worker starts clean (no inherited torch threads or open envs).
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
@@ -264,9 +270,11 @@ def main(argv: list[str] | None = None) -> BenchmarkResult:
                 result.failed.append((agent, env_id, seed, error))
                 print(f"[{done}/{len(jobs)}] {agent} on {env_id}, seed {seed}: FAILED\n{error}", file=sys.stderr)
                 continue
-            rows = read_evaluations(outcome["run_dir"])
-            evaluations += [{"agent": agent, "env": env_id, "seed": seed, **row} for row in rows]
-            final = rows[-1]
+            every_row = read_evaluations(outcome["run_dir"])
+            evaluations += [{"agent": agent, "env": env_id, "seed": seed, **row} for row in every_row]
+            rows = [row for row in every_row if int(row.get("stage", 1)) == outcome["stages"]]  # on the env benchmarked
+            task_evaluations += [{"agent": agent, "env": env_id, "seed": seed, **row} for row in rows]
+            final = rows[-1] if rows else {**every_row[-1], "success_rate": 0.0, "mean_reward": 0.0}
             run = {
                 "agent": agent,
                 "env": env_id,
@@ -284,7 +292,7 @@ def main(argv: list[str] | None = None) -> BenchmarkResult:
 
     evaluations.sort(key=lambda row: (row["agent"], row["env"], row["seed"], row["timesteps"]))
     for row in evaluations:
-        row["timesteps"] = int(row["timesteps"])
+        row["timesteps"], row["stage"] = int(row["timesteps"]), int(row.get("stage", 1))
     result.runs.sort(key=lambda run: (run["agent"], run["env"], run["seed"]))
     result.summary = summarize(result.runs)
     _write_csv(out / "evaluations.csv", EVALUATION_COLUMNS, evaluations)
@@ -292,9 +300,10 @@ def main(argv: list[str] | None = None) -> BenchmarkResult:
     failed = [{"agent": agent, "env": env_id, "seed": seed, "error": error} for agent, env_id, seed, error in result.failed]
     summary = {"threshold": args.threshold, "summary": result.summary, "runs": result.runs, "failed": failed}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    if evaluations:
-        plotted = [env_id for env_id in env_ids if any(row["env"] == env_id for row in evaluations)]
-        plot_success(evaluations, plotted, args.threshold, out / "success_rate.png")
+    if task_evaluations:
+        plotted = [env_id for env_id in env_ids if any(row["env"] == env_id for row in task_evaluations)]
+        task_evaluations.sort(key=lambda row: (row["agent"], row["env"], row["seed"], row["timesteps"]))
+        plot_success(task_evaluations, plotted, args.threshold, out / "success_rate.png")
     for row in result.summary:
         reached = f"{row['steps_to_threshold']:.0f} steps" if row["steps_to_threshold"] is not None else "never"
         held = f"from {row['steps_to_hold']:.0f} steps" if row["steps_to_hold"] is not None else "never"

@@ -1,8 +1,11 @@
-"""Evaluate a trained run: ``python -m ebmm_rl.evaluate RUN_DIR --episodes 100 [--gif out.gif]``.
+"""Evaluate a trained run: ``python -m ebmm_rl.evaluate RUN_DIR --episodes 100 [--model best] [--gif out.gif]``.
 
-Loads the run's ``final_model.zip`` (or, if it is missing or damaged, its newest readable checkpoint, saying so),
-rebuilds its env from the saved ``config.yml`` and ``args.yml``, and reports the success rate (episode return > 0) and
-the mean return. ``--gif`` records a few episodes with ``render_mode="rgb_array"`` (written with Pillow).
+Loads one of the run's models, by default ``best_model.zip`` (the best evaluation of the curriculum stage the run
+reached; ``--model final``: ``final_model.zip``, ``--model latest``: the newest checkpoint), or, if it is missing or
+damaged, the final model or newest readable checkpoint, saying so. It rebuilds the run's env from the saved
+``config.yml`` and ``args.yml`` (with a curriculum: its last stage, the run's task) and reports the success rate
+(episode return > 0) and the mean return. ``--gif`` records a few episodes with ``render_mode="rgb_array"`` (written
+with Pillow).
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from ebmm_rl import envs
 from ebmm_rl.agents import Agent
 from ebmm_rl.runs import arguments
 from ebmm_rl.runs.config import parse_override
-from ebmm_rl.runs.experiment import EVAL_SEED_OFFSET, load_run, make_vec_env
+from ebmm_rl.runs.curriculum import stages
+from ebmm_rl.runs.experiment import EVAL_SEED_OFFSET, MODEL_CHOICES, load_run, make_vec_env
 
 PROGRAM = "python -m ebmm_rl.evaluate"
 GIF_FRAME_MS = 150
@@ -102,6 +106,12 @@ def build_parser() -> arguments.ArgumentParser:
     """The command-line parser."""
     parser = arguments.ArgumentParser(prog=PROGRAM, description=__doc__.split("\n", 1)[0])
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by ebmm_rl.train")
+    parser.add_argument(
+        "--model",
+        choices=list(MODEL_CHOICES),
+        default="best",
+        help="which model: " + "; ".join(f"{name}: {what}" for name, what in MODEL_CHOICES.items()) + " (default best)",
+    )
     parser.add_argument("--episodes", type=arguments.positive_int, default=100, help="episodes to evaluate (default 100)")
     parser.add_argument("--deterministic", action="store_true", help="act greedily (default: sample actions)")
     parser.add_argument("--env", help="evaluate on another env id or alias (default: the run's env)")
@@ -132,7 +142,8 @@ def main(argv: list[str] | None = None) -> EvalResult:
     args = parser.parse_args(argv)
     try:
         env_kwargs = dict(map(parse_override, args.env_kwargs))
-        agent, settings, config, model, model_path = load_run(args.run_dir, args.device)
+        agent, settings, config, model, model_path = load_run(args.run_dir, args.device, args.model)
+        config = stages(config, settings["env"], agent)[-1].config  # a curriculum's last stage: the run's task
         env_id = envs.resolve_env_id(args.env or settings["env"])
         config = {**config, "env_kwargs": {**config.get("env_kwargs", {}), **env_kwargs}}
         seed = settings["seed"] + EVAL_SEED_OFFSET if args.seed is None else args.seed

@@ -1,8 +1,10 @@
 """Train an agent on a memory task: ``python -m ebmm_rl.train --env MiniGrid-Memory --agent ppo_lstm``.
 
 Every run gets ``<run-dir>/<env>__<agent>__<seed>__<time>/`` with its resolved config, command line, seed, TensorBoard
-events, evaluations, exact atomic checkpoints and final model (:mod:`ebmm_rl.runs.training`); ``--resume RUN_DIR``
-continues it from its newest readable checkpoint. SIGINT (Ctrl-C) and SIGTERM stop a run and save it.
+events, evaluations, exact atomic checkpoints, best and final model (:mod:`ebmm_rl.runs.training`); a config section
+with a ``curriculum`` trains through its stages in that one run (:mod:`ebmm_rl.runs.curriculum`; ``--set
+curriculum=null`` trains on the env alone). ``--resume RUN_DIR`` continues a run from its newest readable checkpoint.
+SIGINT (Ctrl-C) and SIGTERM stop a run and save it.
 """
 
 from __future__ import annotations
@@ -49,8 +51,8 @@ def build_parser() -> arguments.ArgumentParser:
     parser.add_argument(
         "--init-from",
         metavar="RUN_DIR_OR_ZIP",
-        help="start a new run from another run's trained weights (same agent and architecture): a curriculum step, e.g. "
-        "train on a short delay, then on the long one",
+        help="start a new run from another run's trained weights (same agent and architecture); a config's curriculum "
+        "trains through stages in one run instead",
     )
     parser.add_argument(
         "--eval-freq",
@@ -69,7 +71,11 @@ def build_parser() -> arguments.ArgumentParser:
         help=f"steps between checkpoints, 0: only when stopped and at the end (default {DEFAULTS['checkpoint_freq']})",
     )
     parser.add_argument("--threads", type=arguments.positive_int, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress (default: a bar on a terminal, else a line a minute and for long evaluations)",
+    )
     return parser
 
 

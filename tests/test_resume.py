@@ -81,6 +81,21 @@ def the_run(parent: Path) -> Path:
     return run_dir
 
 
+CURRICULUM = """
+EBMM-MemoryShort:
+  curriculum:
+    short:  # 8-step rollouts; it ends at the rollout start after its evaluations at 32 and 64 steps
+      n_timesteps: 1000
+      advance: {success_rate: 0.0, evaluations: 2}
+      env_kwargs: {max_steps: 12}
+      n_steps: 8
+      learning_rate: lin_1e-3
+    long:  # 16-step rollouts, its own schedule
+      learning_rate: lin_5e-4
+      env_kwargs: {max_steps: 20}
+"""
+
+
 def assert_same_training(expected: Path, actual: Path, algorithm: type[BaseAlgorithm] = PPO) -> None:
     """Same weights, optimiser state and update count; same evaluations; the same TensorBoard values, each step once."""
     expected_model, actual_model = (algorithm.load(run / "final_model.zip", device="cpu") for run in (expected, actual))
@@ -103,7 +118,8 @@ def assert_same_training(expected: Path, actual: Path, algorithm: type[BaseAlgor
 def evaluations(run_dir: Path) -> list[tuple[str, ...]]:
     with open(run_dir / "evaluations.csv", newline="") as file:
         return [
-            (row["timesteps"], row["success_rate"], row["mean_reward"], row["mean_ep_length"]) for row in csv.DictReader(file)
+            (row["timesteps"], row["success_rate"], row["mean_reward"], row["mean_ep_length"], row["stage"])
+            for row in csv.DictReader(file)
         ]
 
 
@@ -164,6 +180,27 @@ def test_a_recurrent_run_killed_and_resumed_ends_bit_for_bit_equal(tmp_path):
     assert_same_training(the_run(tmp_path / "uninterrupted"), run_dir, RecurrentPPO)
 
 
+def test_a_curriculum_run_resumed_across_its_stage_boundary_ends_bit_for_bit_equal(tmp_path):
+    """The run is killed in its second stage and its checkpoint there is damaged: it resumes in the first stage and
+    advances again at the same step, to the same model, evaluations and curves."""
+    config = tmp_path / "curriculum.yml"
+    config.write_text(CURRICULUM)
+    arguments = [*EXACT, "--config", str(config)]
+    assert train.main([*arguments, "--run-dir", str(tmp_path / "uninterrupted")]).exit_code == 0
+    uninterrupted = the_run(tmp_path / "uninterrupted")
+    assert [row[4] for row in evaluations(uninterrupted)] == ["1", "1", "2", "2"]
+    killed = run_with_fault("sigkill-during-checkpoint-write", 96, [*arguments, "--run-dir", str(tmp_path / "killed")])
+    assert killed.returncode == -9, killed.stderr
+    assert "Advancing at 64 steps to stage 2 of 2 (long, EBMM-MemoryShort-v0)" in killed.stdout
+    run_dir = the_run(tmp_path / "killed")
+    second_stage = run_dir / "checkpoints" / "model_64_steps.zip"  # the second stage's first rollout start
+    second_stage.write_bytes(second_stage.read_bytes()[:100])
+
+    resumed = train.main(["--resume", str(run_dir), "--no-progress", "--threads", "1"])
+    assert (resumed.num_timesteps, resumed.stage) == (128, "stage 2 of 2 (long, EBMM-MemoryShort-v0)")
+    assert_same_training(uninterrupted, run_dir)
+
+
 def test_sigterm_during_an_evaluation_saves_exits_143_and_the_resume_redoes_the_evaluation(uninterrupted, tmp_path):
     stopped = run_with_fault("sigterm-during-evaluation", 96, [*EXACT, "--run-dir", str(tmp_path)])
     assert stopped.returncode == 143, stopped.stderr
@@ -197,7 +234,7 @@ def test_evaluate_falls_back_from_a_damaged_final_model_and_says_so(uninterrupte
     run_dir = Path(shutil.copytree(uninterrupted, tmp_path / uninterrupted.name))
     final = run_dir / "final_model.zip"
     final.write_bytes(final.read_bytes()[:100])
-    result = evaluate.main([str(run_dir), "--episodes", "2", "--n-envs", "2"])
+    result = evaluate.main([str(run_dir), "--model", "final", "--episodes", "2", "--n-envs", "2"])
     assert result.model_path == run_dir / "checkpoints" / "model_128_steps.zip"
     error = capsys.readouterr().err
     assert f"Skipping {final} is unreadable" in error

@@ -22,7 +22,7 @@ import random
 import re
 import zipfile
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -109,6 +109,8 @@ class TrainingState:
     :param envs: each training env's :meth:`ResumableEnv.snapshot`.
     :param monitor: ``VecMonitor``'s running episode returns, lengths and count.
     :param logger: the logger's values recorded and not yet written (e.g. ``train/`` of the last update).
+    :param stage: where the run is in its curriculum (:meth:`ebmm_rl.runs.curriculum.StagePosition.as_dict`); ``None``
+        in checkpoints from before curricula.
     """
 
     num_timesteps: int
@@ -117,10 +119,15 @@ class TrainingState:
     envs: list[bytes]
     monitor: dict[str, Any]
     logger: dict[str, dict[str, Any]]
+    stage: dict[str, int] | None = None
 
     @classmethod
-    def capture(cls, model: BaseAlgorithm) -> TrainingState:
-        """The state of a model's training now (between an update and the next rollout's first step)."""
+    def capture(cls, model: BaseAlgorithm, stage: dict[str, int] | None = None) -> TrainingState:
+        """The state of a model's training now (between an update and the next rollout's first step).
+
+        :param model: the model.
+        :param stage: the run's curriculum position, kept as is.
+        """
         env = model.get_env()
         algorithm = {name: copy.deepcopy(getattr(model, name)) for name in ALGORITHM_ATTRIBUTES if hasattr(model, name)}
         algorithm = _map_tensors(algorithm, lambda tensor: tensor.detach().cpu().clone())
@@ -140,6 +147,7 @@ class TrainingState:
             logger={}
             if logger is None
             else {name: dict(getattr(logger, name)) for name in ("name_to_value", "name_to_count", "name_to_excluded")},
+            stage=None if stage is None else dict(stage),
         )
 
     def rewind(self, model: BaseAlgorithm) -> None:
@@ -262,6 +270,21 @@ def check_archive(path: str | Path) -> None:
         raise CheckpointError(f"{path} is unreadable (no {SB3_DATA_MEMBER!r} member); it may be truncated")
 
 
+def read_training_state(path: str | Path) -> TrainingState | None:
+    """The :class:`TrainingState` of a checkpoint, without loading its model (``None`` if it predates exact resume).
+
+    :raises CheckpointError: naming the file, if it cannot be read.
+    """
+    check_archive(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            if TRAINING_STATE_MEMBER not in archive.namelist():
+                return None
+            return pickle.loads(archive.read(TRAINING_STATE_MEMBER))
+    except Exception as error:  # whatever keeps the state from loading makes the checkpoint one to skip
+        raise CheckpointError(f"{path} cannot be loaded ({type(error).__name__}: {' '.join(str(error).split())})") from error
+
+
 def load_checkpoint(
     algorithm: type[BaseAlgorithm], path: str | Path, env: VecEnv, **kwargs: Any
 ) -> tuple[BaseAlgorithm, TrainingState | None]:
@@ -275,12 +298,9 @@ def load_checkpoint(
         envs then start new episodes.
     :raises CheckpointError: naming the file and the problem, for anything that keeps it from loading.
     """
-    check_archive(path)
+    state = read_training_state(path)
     try:
-        with zipfile.ZipFile(path) as archive:
-            exact = TRAINING_STATE_MEMBER in archive.namelist()
-            state = pickle.loads(archive.read(TRAINING_STATE_MEMBER)) if exact else None
-        model = algorithm.load(path, env=env, force_reset=not exact, **kwargs)
+        model = algorithm.load(path, env=env, force_reset=state is None, **kwargs)
     except Exception as error:  # whatever keeps a checkpoint from loading makes it one to skip
         message = " ".join(str(error).split())
         raise CheckpointError(f"{path} cannot be loaded ({type(error).__name__}: {message})") from error
@@ -295,16 +315,27 @@ class CheckpointCallback(BaseCallback):
         (:meth:`save_now` and :meth:`save_rollout_start` still work).
     :param directory: the checkpoint directory (created if missing).
     :param resume_state: a checkpoint's :class:`TrainingState`, restored when training starts.
+    :param stage: returns the run's curriculum position, captured with the state.
     :param verbose: 1 to print each save.
+
+    One callback serves a run's successive ``learn()`` calls (the stages of a curriculum): its schedule runs on.
     """
 
-    def __init__(self, save_freq: int, directory: str | Path, resume_state: TrainingState | None = None, verbose: int = 0):
+    def __init__(
+        self,
+        save_freq: int,
+        directory: str | Path,
+        resume_state: TrainingState | None = None,
+        stage: Callable[[], dict[str, int]] | None = None,
+        verbose: int = 0,
+    ):
         super().__init__(verbose)
         self.save_freq = save_freq
         self.directory = Path(directory)
         self.resume_state = resume_state
+        self.stage = stage
         self.rollout_start: TrainingState | None = None
-        self._next_save = 0
+        self._next_save: int | None = None
 
     def _init_callback(self) -> None:
         if not self.model.get_env().has_attr("snapshot"):
@@ -315,12 +346,15 @@ class CheckpointCallback(BaseCallback):
         if self.resume_state is not None:
             self.resume_state.restore(self.model)
             self.resume_state = None
-        if self.save_freq > 0:
+        if self.save_freq > 0 and self._next_save is None:
             self._next_save = next_multiple(self.model.num_timesteps, self.save_freq)
 
+    def _capture(self) -> TrainingState:
+        return TrainingState.capture(self.model, None if self.stage is None else self.stage())
+
     def _on_rollout_start(self) -> None:
-        self.rollout_start = TrainingState.capture(self.model)
-        if self.save_freq > 0 and self.model.num_timesteps >= self._next_save:
+        self.rollout_start = self._capture()
+        if self.save_freq > 0 and self._next_save is not None and self.model.num_timesteps >= self._next_save:
             self.save_rollout_start()
             self._next_save = next_multiple(self.model.num_timesteps, self.save_freq)
 
@@ -329,7 +363,7 @@ class CheckpointCallback(BaseCallback):
 
     def save_now(self) -> Path:
         """Save a checkpoint of the model as it is, between an update and the next rollout (e.g. when training ends)."""
-        self.rollout_start = TrainingState.capture(self.model)
+        self.rollout_start = self._capture()
         return self.save_rollout_start()
 
     def save_rollout_start(self) -> Path:
@@ -345,3 +379,39 @@ class CheckpointCallback(BaseCallback):
         if self.verbose >= 1:
             print(f"Saved checkpoint {path}")
         return path
+
+
+class BestModel:
+    """Keep the model of a run's best evaluation at ``path`` (SB3's ``best_model.zip``), written atomically whenever an
+    evaluation beats the best so far: a higher success rate, or the same and a higher mean return.
+
+    :param path: the model file.
+    :param rows: evaluations already made (a resumed run's, of its stage), whose best is the one to beat.
+    """
+
+    def __init__(self, path: str | Path, rows: Iterable[dict[str, float]] = ()) -> None:
+        self.path = Path(path)
+        self.best: tuple[float, float] | None = None
+        for row in rows:
+            self._beats(row)
+
+    def _beats(self, row: dict[str, float]) -> bool:
+        score = (row["success_rate"], row["mean_reward"])
+        if self.best is not None and score <= self.best:
+            return False
+        self.best = score
+        return True
+
+    def offer(self, model: BaseAlgorithm, row: dict[str, float]) -> bool:
+        """Save the model if its evaluation ``row`` beats the best so far.
+
+        :return: whether it did.
+        """
+        if not self._beats(row):
+            return False
+        save_atomically(model, self.path)
+        return True
+
+    def reset(self) -> None:
+        """Forget the best (a new curriculum stage: its evaluations are on another task); the file stays until beaten."""
+        self.best = None

@@ -51,6 +51,7 @@ RUN_KEYS: dict[str, str] = {
     "env_kwargs": "keyword arguments of ebmm_rl.envs.make_env and gymnasium.make (e.g. agent_view_size, three_actions)",
     "novelty_bonus": "training reward per pose new in the episode (ebmm_rl.sb3.exploration); 0 or absent: none",
     "novelty_bonus_steps": "environment steps over which novelty_bonus decays linearly to 0",
+    "curriculum": "stages the run trains through, each on its own env and settings (ebmm_rl.runs.curriculum)",
 }
 """Run-level keys every agent accepts; not passed to the algorithm."""
 

@@ -14,10 +14,16 @@ from ebmm_rl import envs
 from ebmm_rl.agents import Agent, get_agent
 from ebmm_rl.runs.checkpoints import CheckpointError, ResumableEnv, list_checkpoints, load_first_readable
 from ebmm_rl.runs.config import load_yaml
-from ebmm_rl.runs.directory import ARGS_FILE, CHECKPOINT_DIR, CONFIG_FILE, FINAL_MODEL
+from ebmm_rl.runs.directory import ARGS_FILE, BEST_MODEL, CHECKPOINT_DIR, CONFIG_FILE, FINAL_MODEL
 
 EVAL_SEED_OFFSET = 1_000_000
 """Evaluation envs are seeded with ``seed + EVAL_SEED_OFFSET``, so they never replay training episodes."""
+MODEL_CHOICES = {
+    "best": f"{BEST_MODEL}: the best evaluation of the stage the run reached",
+    "final": f"{FINAL_MODEL}: the model at the end of training",
+    "latest": "the newest checkpoint (of a run still training or stopped)",
+}
+"""Which of a run's models :func:`load_run` loads; each falls back to the run's newer models after it."""
 
 
 def make_resumable_env(env_id: str, **kwargs: Any) -> ResumableEnv:
@@ -54,28 +60,35 @@ def make_vec_env(
     return VecMonitor(vectorized)
 
 
-def model_candidates(path: str | Path) -> list[Path]:
-    """The model files of a run, preferred first: a ``.zip`` as is; a run directory's final model, then its checkpoints,
-    newest first (an evaluation falls back to the next when one is damaged).
+def model_candidates(path: str | Path, model: str = "final") -> list[Path]:
+    """The model files of a run, preferred first: a ``.zip`` as is; in a run directory the model asked for (``best``:
+    ``best_model.zip``, ``final``: ``final_model.zip``, ``latest``: the newest checkpoint), then the final model and
+    the checkpoints, newest first (an evaluation falls back to the next when one is missing or damaged).
 
     :param path: a model file or a run directory.
+    :param model: one of :data:`MODEL_CHOICES`.
     :return: the files; empty if there is none.
     """
     path = Path(path)
     if path.is_file():
         return [path]
-    final = [path / FINAL_MODEL] if (path / FINAL_MODEL).is_file() else []
-    return final + list_checkpoints(path / CHECKPOINT_DIR)
+    if model not in MODEL_CHOICES:
+        raise ValueError(f"model {model!r}: expected one of {', '.join(MODEL_CHOICES)}")
+    named = {"best": [path / BEST_MODEL], "final": [], "latest": list_checkpoints(path / CHECKPOINT_DIR)[:1]}[model]
+    candidates = [*named, path / FINAL_MODEL, *list_checkpoints(path / CHECKPOINT_DIR)]
+    return [candidate for candidate in dict.fromkeys(candidates) if candidate.is_file()]
 
 
-def load_run(run_dir: str | Path, device: str = "auto") -> tuple[Agent, dict[str, Any], dict[str, Any], BaseAlgorithm, Path]:
+def load_run(
+    run_dir: str | Path, device: str = "auto", model: str = "final"
+) -> tuple[Agent, dict[str, Any], dict[str, Any], BaseAlgorithm, Path]:
     """Load a run directory written by ``python -m ebmm_rl.train``.
 
     :param run_dir: the run directory.
     :param device: torch device for the model.
-    :return: the agent, the run settings (``args.yml``), the config (``config.yml``), the model (its final model, or
-        the latest checkpoint of an unfinished run or one whose final model is damaged; a file skipped is named on
-        stderr) and the model's path.
+    :param model: which model (:data:`MODEL_CHOICES`); a run without it (no evaluation yet, unfinished) or with it
+        damaged gives its final model or newest checkpoint instead, saying so on stderr.
+    :return: the agent, the run settings (``args.yml``), the config (``config.yml``), the model and the model's path.
     :raises FileNotFoundError: if the directory is not a run or holds no model.
     :raises CheckpointError: if no model of the run can be loaded (naming each file and its problem).
     """
@@ -85,9 +98,10 @@ def load_run(run_dir: str | Path, device: str = "auto") -> tuple[Agent, dict[str
     settings = load_yaml(run_dir / ARGS_FILE)
     config = load_yaml(run_dir / CONFIG_FILE)
     agent = get_agent(settings["agent"])
-    candidates = model_candidates(run_dir)
+    candidates = model_candidates(run_dir, model)
     if not candidates:
         raise FileNotFoundError(f"{run_dir} holds neither {FINAL_MODEL} nor a checkpoint.")
+    wanted = {"best": run_dir / BEST_MODEL, "final": run_dir / FINAL_MODEL}.get(model, candidates[0])
 
     def load(path: Path) -> BaseAlgorithm:
         try:
@@ -97,7 +111,7 @@ def load_run(run_dir: str | Path, device: str = "auto") -> tuple[Agent, dict[str
                 f"{path} cannot be loaded ({type(error).__name__}: {' '.join(str(error).split())})"
             ) from error
 
-    model, path = load_first_readable(candidates, load)
-    if path != candidates[0]:
-        print(f"Evaluating {path} instead of {candidates[0]}", file=sys.stderr)
-    return agent, settings, config, model, path
+    loaded, path = load_first_readable(candidates, load)
+    if path != wanted:
+        print(f"Evaluating {path} instead of {wanted}", file=sys.stderr)
+    return agent, settings, config, loaded, path

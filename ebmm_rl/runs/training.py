@@ -11,7 +11,13 @@ A run directory ``<run-dir>/<env>__<agent>__<seed>__<time>/`` holds
 - ``checkpoints/model_<steps>_steps.zip``: exact checkpoints (:mod:`ebmm_rl.runs.checkpoints`), written atomically
   at the first rollout start after every ``checkpoint_freq`` steps, when the run is stopped (SIGINT or SIGTERM) and
   at the end;
+- ``best_model.zip``: the model of the best evaluation (success rate, then mean return) of the stage reached, written
+  atomically when an evaluation beats it (SB3's ``EvalCallback`` convention);
 - ``final_model.zip``: the trained model.
+
+A config with a ``curriculum`` trains the one model through its stages in this one directory
+(:mod:`ebmm_rl.runs.curriculum`): step counts are the run's, each evaluation row and ``rollout/stage`` say the stage, and
+the last line names the stage reached.
 
 Nothing can fail for bad input once a directory is written: :func:`start_run` and :func:`resume_run` check every
 setting and config value, and :func:`prepare_run` builds the envs and the model (or loads the newest readable
@@ -22,10 +28,11 @@ run drops the evaluations and TensorBoard events written after its checkpoint, s
 from __future__ import annotations
 
 import contextlib
+import csv
 import shlex
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +40,7 @@ from typing import Any
 import torch
 import yaml
 from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.callbacks import BaseCallback, CallbackList, ProgressBarCallback
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.vec_env import VecEnv
 
 from ebmm_rl import envs
@@ -41,16 +48,30 @@ from ebmm_rl.agents import Agent, get_agent
 from ebmm_rl.runs.arguments import MAX_SEED, check_device
 from ebmm_rl.runs.atomic import replace_atomically, write_text_atomically
 from ebmm_rl.runs.checkpoints import (
+    BestModel,
     CheckpointCallback,
+    CheckpointError,
     TrainingState,
     checkpoint_steps,
     list_checkpoints,
     load_checkpoint,
     load_first_readable,
+    read_training_state,
 )
 from ebmm_rl.runs.config import check_arguments, load_config, load_yaml, split_config, validate
+from ebmm_rl.runs.curriculum import (
+    Stage,
+    StageAdvance,
+    StageGate,
+    StagePosition,
+    apply_stage,
+    check_spaces,
+    stage_end,
+    stages,
+)
 from ebmm_rl.runs.directory import (
     ARGS_FILE,
+    BEST_MODEL,
     CHECKPOINT_DIR,
     COMMAND_FILE,
     CONFIG_FILE,
@@ -63,7 +84,7 @@ from ebmm_rl.runs.directory import (
 from ebmm_rl.runs.events import drop_events_after
 from ebmm_rl.runs.experiment import EVAL_SEED_OFFSET, make_vec_env, model_candidates
 from ebmm_rl.runs.interrupt import StopOnRequest, stop_on_signals
-from ebmm_rl.sb3.callbacks import EvaluationInterrupted, SuccessEvalCallback
+from ebmm_rl.sb3.callbacks import EvaluationInterrupted, SuccessEvalCallback, TrainingProgress
 from ebmm_rl.sb3.exploration import NoveltyBonusSchedule, VecNoveltyBonus
 
 TRAIN_PROGRAM = "python -m ebmm_rl.train"
@@ -128,8 +149,10 @@ class PreparedRun:
     :param spec: the run.
     :param agent: its agent.
     :param model: the model.
-    :param env: the training envs (with the novelty bonus, if any).
-    :param eval_env: the evaluation envs.
+    :param env: the training envs of the stage (with the novelty bonus, if any).
+    :param eval_env: the evaluation envs of the stage.
+    :param stages: the run's stages (:func:`ebmm_rl.runs.curriculum.stages`; one without a curriculum).
+    :param position: the stage the run is in (a resumed run's, from its checkpoint).
     :param checkpoint: the checkpoint a resumed run continues from.
     :param resume_state: that checkpoint's training state (``None`` for a new run or a checkpoint from before exact
         resume).
@@ -140,8 +163,35 @@ class PreparedRun:
     model: BaseAlgorithm
     env: VecEnv
     eval_env: VecEnv
+    stages: list[Stage]
+    position: StagePosition
     checkpoint: Path | None = None
     resume_state: TrainingState | None = None
+
+    @property
+    def stage(self) -> Stage:
+        """The stage the run is in."""
+        return self.stages[self.position.index]
+
+    @property
+    def stage_end(self) -> int:
+        """The step the current stage ends at, at the latest."""
+        return stage_end(self.stage, self.position.start, self.spec.config["n_timesteps"])
+
+    def describe_stage(self) -> str:
+        """``stage 2 of 2 (memory, MiniGrid-Memory-v0)``; empty without a curriculum."""
+        return self.stage.describe(len(self.stages))
+
+    def advance(self) -> None:
+        """Go on to the next stage at the model's step: its envs, its settings (:func:`ebmm_rl.runs.curriculum.apply_stage`)
+        and fresh episode statistics."""
+        self.close()
+        self.position = StagePosition(self.position.index + 1, self.model.num_timesteps, 0)
+        self.env, self.eval_env = _make_envs(self.agent, self.spec.settings, self.stage)
+        self.model.set_env(self.env)  # the next learn() resets the new envs
+        self.model.ep_info_buffer.clear()
+        self.model.ep_success_buffer.clear()
+        apply_stage(self.model, self.stage, self.agent, self.position.start, self.stage_end)
 
     def close(self) -> None:
         """Close the envs."""
@@ -164,6 +214,8 @@ class TrainResult:
     :param interrupted: whether a signal stopped the run (resume with ``--resume run_dir``).
     :param exit_code: 0, or 128 + the signal's number (130 after SIGINT, 143 after SIGTERM), as a shell reports a
         process the signal ended.
+    :param stage: the curriculum stage reached (``stage 2 of 2 (memory, MiniGrid-Memory-v0)``; empty without one).
+    :param best_model_path: the model of the stage's best evaluation, if one was made.
     """
 
     run_dir: Path
@@ -174,6 +226,8 @@ class TrainResult:
     fps: float
     interrupted: bool = False
     exit_code: int = 0
+    stage: str = ""
+    best_model_path: Path | None = None
 
 
 def check_settings(settings: Mapping[str, Any]) -> None:
@@ -275,35 +329,53 @@ def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
 
 
+def _make_envs(agent: Agent, settings: Mapping[str, Any], stage: Stage) -> tuple[VecEnv, VecEnv]:
+    """A stage's training envs (with its novelty bonus, if any) and evaluation envs."""
+    config, seed = stage.config, settings["seed"]
+    n_envs = config["n_envs"]
+    novelty_bonus = config.get("novelty_bonus") or 0.0
+    try:
+        env: VecEnv = make_vec_env(
+            agent, stage.env_id, config, n_envs, seed, settings["vec_env"], novel_poses=novelty_bonus > 0
+        )
+    except TypeError as error:  # gymnasium.make passes env_kwargs on to the env's constructor
+        raise ValueError(
+            f"env_kwargs {config.get('env_kwargs', {})!r} do not fit {stage.env_id}: {_one_line(error)}"
+        ) from None
+    if novelty_bonus > 0:
+        # Outside VecMonitor: the logged episode returns and every evaluation stay on the task's own reward.
+        env = VecNoveltyBonus(env, novelty_bonus)
+    eval_env = make_vec_env(agent, stage.env_id, config, min(n_envs, settings["eval_episodes"]), seed + EVAL_SEED_OFFSET)
+    return env, eval_env
+
+
 def prepare_run(spec: RunSpec, threads: int | None = None) -> PreparedRun:
     """Build a run's envs and model, or load the newest readable checkpoint of a run to resume; nothing is written.
+
+    A curriculum's stages are checked first (every stage's env gives the same spaces), and a resumed run builds the
+    envs of the stage its checkpoint is in.
 
     :param spec: the run (:func:`start_run` or :func:`resume_run`).
     :param threads: torch CPU threads (``None``: torch's choice).
     :return: the prepared run; :func:`train_run` trains it.
-    :raises ValueError: if the config does not fit the env or the algorithm, or no checkpoint can be loaded (naming
-        each file and its problem).
+    :raises ValueError: if the config does not fit the env or the algorithm, the stages' envs differ, or no checkpoint
+        can be loaded (naming each file and its problem).
     """
     if threads is not None:
         torch.set_num_threads(threads)
     settings, config = spec.settings, spec.config
     agent = get_agent(settings["agent"])
-    env_id, seed = settings["env"], settings["seed"]
-    run, algorithm_kwargs = split_config(config, agent)
-    novelty_bonus = run.get("novelty_bonus") or 0.0
-    try:
-        env: VecEnv = make_vec_env(
-            agent, env_id, config, run["n_envs"], seed, settings["vec_env"], novel_poses=novelty_bonus > 0
-        )
-    except TypeError as error:  # gymnasium.make passes env_kwargs on to the env's constructor
-        raise ValueError(f"env_kwargs {config.get('env_kwargs', {})!r} do not fit {env_id}: {_one_line(error)}") from None
-    if novelty_bonus > 0:
-        # Outside VecMonitor: the logged episode returns and every evaluation stay on the task's own reward.
-        env = VecNoveltyBonus(env, novelty_bonus)
-    eval_env = make_vec_env(agent, env_id, config, min(run["n_envs"], settings["eval_episodes"]), seed + EVAL_SEED_OFFSET)
-    device = settings["device"]
-    try:
-        if spec.run_dir is None:
+    run_stages = stages(config, settings["env"], agent)
+    curriculum = run_stages[0].name is not None
+    if curriculum:
+        check_spaces(run_stages, agent)
+    seed, device = settings["seed"], settings["device"]
+    if spec.run_dir is None:
+        position = StagePosition()
+        stage = run_stages[0]
+        env, eval_env = _make_envs(agent, settings, stage)
+        try:
+            _, algorithm_kwargs = split_config(stage.config, agent)
             try:
                 model = agent.algorithm(env=env, seed=seed, device=device, **algorithm_kwargs)
             except (ValueError, TypeError, AssertionError) as error:
@@ -312,19 +384,45 @@ def prepare_run(spec: RunSpec, threads: int | None = None) -> PreparedRun:
                 ) from None
             if settings.get("init_from"):
                 _initialise_from(model, agent, settings["init_from"])
-            return PreparedRun(spec, agent, model, env, eval_env)
-        (model, state), checkpoint = load_first_readable(
-            list_checkpoints(spec.run_dir / CHECKPOINT_DIR),
-            lambda path: load_checkpoint(agent.algorithm, path, env, device=device, tensorboard_log=str(spec.run_dir)),
-        )
-        if state is None:
-            print(f"{checkpoint} predates exact checkpoints: its envs start new episodes", file=sys.stderr)
-            model.set_random_seed(seed + model.num_timesteps)  # new episodes, not a replay of the first ones
-        return PreparedRun(spec, agent, model, env, eval_env, checkpoint, state)
-    except BaseException:
-        env.close()
-        eval_env.close()
-        raise
+        except BaseException:
+            env.close()
+            eval_env.close()
+            raise
+        prepared = PreparedRun(spec, agent, model, env, eval_env, run_stages, position)
+    else:
+        prepared = _load_resumed(spec, agent, run_stages)
+    if curriculum:
+        apply_stage(prepared.model, prepared.stage, agent, prepared.position.start, prepared.stage_end)
+    return prepared
+
+
+def _load_resumed(spec: RunSpec, agent: Agent, run_stages: list[Stage]) -> PreparedRun:
+    """Load the newest readable checkpoint of a run with the envs of the stage it was saved in."""
+    assert spec.run_dir is not None
+    run_dir = spec.run_dir
+
+    def load(path: Path) -> PreparedRun:
+        state = read_training_state(path)
+        position = StagePosition.from_dict(None if state is None else state.stage)
+        if position.index >= len(run_stages):
+            raise CheckpointError(f"{path} is in stage {position.index + 1}; the run's config has {len(run_stages)}")
+        env, eval_env = _make_envs(agent, spec.settings, run_stages[position.index])
+        try:
+            model, state = load_checkpoint(
+                agent.algorithm, path, env, device=spec.settings["device"], tensorboard_log=str(run_dir)
+            )
+        except BaseException:
+            env.close()
+            eval_env.close()
+            raise
+        return PreparedRun(spec, agent, model, env, eval_env, run_stages, position, path, state)
+
+    prepared, checkpoint = load_first_readable(list_checkpoints(run_dir / CHECKPOINT_DIR), load)
+    if prepared.resume_state is None:
+        print(f"{checkpoint} predates exact checkpoints: its envs start new episodes", file=sys.stderr)
+        # new episodes, not a replay of the first ones
+        prepared.model.set_random_seed(spec.settings["seed"] + prepared.model.num_timesteps)
+    return prepared
 
 
 def _initialise_from(model: BaseAlgorithm, agent: Agent, source: str | Path) -> None:
@@ -358,7 +456,8 @@ def _record_resume(prepared: PreparedRun) -> Path:
     spec = prepared.spec
     run_dir = spec.run_dir
     assert run_dir is not None
-    print(f"Resuming {run_dir} from {prepared.checkpoint} at {prepared.model.num_timesteps} steps")
+    where = f" in {prepared.describe_stage()}" if prepared.describe_stage() else ""
+    print(f"Resuming {run_dir} from {prepared.checkpoint} at {prepared.model.num_timesteps} steps{where}")
     if spec.config_changed:
         write_text_atomically(run_dir / CONFIG_FILE, yaml.safe_dump(spec.config, sort_keys=False))
     write_text_atomically(run_dir / ARGS_FILE, yaml.safe_dump(spec.settings, sort_keys=False))
@@ -369,24 +468,37 @@ def _record_resume(prepared: PreparedRun) -> Path:
     return run_dir
 
 
-def _finish(run_dir: Path, saved: Path, evaluation: SuccessEvalCallback, learn_fps: float) -> TrainResult | None:
+def _finish(
+    run_dir: Path, saved: Path, evaluation: SuccessEvalCallback, learn_fps: float, stage: str, best: BestModel
+) -> TrainResult | None:
     """The final evaluation (unless the last periodic one was at the final step) and the final model; ``None`` if a
     signal interrupted the evaluation (the checkpoint is saved: a resume redoes it)."""
     model = evaluation.model
     last = evaluation.last_result
     if last is None or last["timesteps"] != model.num_timesteps:
+        bound = evaluation.max_episode_steps()
+        cost = f" of up to {bound:,} steps each" if bound is not None else ""
+        print(f"Final evaluation: {evaluation.n_eval_episodes} episodes{cost} (--eval-episodes sets how many)", flush=True)
         try:
             last = evaluation.evaluate()
         except EvaluationInterrupted:
             return None
     replace_atomically(saved, run_dir / FINAL_MODEL)
     return TrainResult(
-        run_dir, run_dir / FINAL_MODEL, model.num_timesteps, last["success_rate"], last["mean_reward"], learn_fps
+        run_dir,
+        run_dir / FINAL_MODEL,
+        model.num_timesteps,
+        last["success_rate"],
+        last["mean_reward"],
+        learn_fps,
+        stage=stage,
+        best_model_path=best.path if best.path.is_file() else None,
     )
 
 
 def summary_line(agent: str, env_id: str, result: TrainResult, episodes: int) -> str:
-    """The one line printed at the end of a run."""
+    """The one line printed at the end of a run (with a curriculum, the stage reached: its env is the one evaluated)."""
+    run = f"{agent} on {env_id}" + (f" (curriculum: reached {result.stage})" if result.stage else "")
     if result.interrupted:
         saved = (
             f"saved the state after the update at {result.num_timesteps} steps to {result.model_path}"
@@ -394,82 +506,153 @@ def summary_line(agent: str, env_id: str, result: TrainResult, episodes: int) ->
             else "no checkpoint yet"
         )
         return (
-            f"{agent} on {env_id}: stopped ({result.fps:.0f} fps); {saved}; continue with: {TRAIN_PROGRAM} --resume "
+            f"{run}: stopped ({result.fps:.0f} fps); {saved}; continue with: {TRAIN_PROGRAM} --resume "
             f"{shlex.quote(str(result.run_dir))}"
         )
+    best = f", the best evaluation's to {result.best_model_path}" if result.best_model_path is not None else ""
     return (
-        f"{agent} on {env_id}: success {result.success_rate:.1%}, mean return {result.mean_reward:.3f} "
-        f"({episodes} episodes) after {result.num_timesteps} steps, {result.fps:.0f} fps; model saved to {result.model_path}"
+        f"{run}: success {result.success_rate:.1%}, mean return {result.mean_reward:.3f} ({episodes} episodes) after "
+        f"{result.num_timesteps} steps, {result.fps:.0f} fps; model saved to {result.model_path}{best}"
     )
 
 
+def _stage_rows(run_dir: Path, position: StagePosition, num_timesteps: int) -> list[dict[str, float]]:
+    """The evaluations of the current stage up to a step (those a resumed run keeps)."""
+    path = run_dir / EVALUATIONS_FILE
+    if not path.is_file():
+        return []
+    with open(path, newline="") as file:
+        rows = list(csv.DictReader(file))
+    return [
+        {key: float(value) for key, value in row.items() if value not in ("", None)}
+        for row in rows
+        if int(row["timesteps"]) <= num_timesteps and int(row.get("stage") or 1) == position.index + 1
+    ]
+
+
+class EndRun(Exception):
+    """An ``on_evaluation`` handler ended the run at an evaluation (e.g. a hyperparameter search pruning a trial)."""
+
+
 def train_run(
-    prepared: PreparedRun, progress_bar: bool = True, callback_after_eval: BaseCallback | None = None
+    prepared: PreparedRun,
+    progress_bar: bool = True,
+    on_evaluation: Callable[[dict[str, float]], bool] | None = None,
 ) -> TrainResult:
-    """Train a prepared run and print its summary line: a new run's directory is written first, a resumed run's files
-    are brought to its checkpoint's step.
+    """Train a prepared run through its stages and print its summary line: a new run's directory is written first, a
+    resumed run's files are brought to its checkpoint's step.
 
     SIGINT or SIGTERM stops the run at its next environment step and saves the state at the start of its rollout
     (exact; see :mod:`ebmm_rl.runs.checkpoints`); an evaluation under way is abandoned, and redone on resume.
 
     :param prepared: the run (:func:`prepare_run`).
-    :param progress_bar: show SB3's progress bar.
-    :param callback_after_eval: called after each periodic evaluation (see
-        :class:`~ebmm_rl.sb3.callbacks.SuccessEvalCallback`); returning False ends training early, as a finished run.
+    :param progress_bar: show progress: a bar on a terminal, else a line a minute (and for long evaluations).
+    :param on_evaluation: called with each periodic evaluation's row (:data:`~ebmm_rl.sb3.callbacks.EVALUATION_FIELDS`);
+        returning False ends the run there, as a finished run (a hyperparameter search prunes a trial this way).
     :return: the run's :class:`TrainResult`.
     """
     spec, model = prepared.spec, prepared.model
     settings, config = spec.settings, spec.config
     run_dir = _write_new_run(spec, model) if spec.run_dir is None else _record_resume(prepared)
-    run, _ = split_config(config, prepared.agent)
+    n_timesteps = config["n_timesteps"]
     start_steps, start_time = model.num_timesteps, time.perf_counter()
 
     def fps() -> float:
         return (model.num_timesteps - start_steps) / max(time.perf_counter() - start_time, 1e-9)
 
+    best = BestModel(run_dir / BEST_MODEL, _stage_rows(run_dir, prepared.position, model.num_timesteps))
     with stop_on_signals() as stop:
-        checkpoints = CheckpointCallback(settings["checkpoint_freq"], run_dir / CHECKPOINT_DIR, prepared.resume_state)
-        evaluation = SuccessEvalCallback(
-            prepared.eval_env,
-            eval_freq=settings["eval_freq"],
-            n_eval_episodes=settings["eval_episodes"],
-            deterministic=settings["eval_deterministic"],
-            log_path=run_dir / EVALUATIONS_FILE,
-            seed=settings["seed"] + EVAL_SEED_OFFSET,
-            stop_requested=stop,
-            callback_after_eval=callback_after_eval,
+        checkpoints = CheckpointCallback(
+            settings["checkpoint_freq"], run_dir / CHECKPOINT_DIR, prepared.resume_state, prepared.position.as_dict
         )
         stopper = StopOnRequest(stop)
-        callbacks = [evaluation, checkpoints, stopper]
-        if isinstance(prepared.env, VecNoveltyBonus):
-            callbacks.append(NoveltyBonusSchedule(prepared.env, prepared.env.bonus, run["novelty_bonus_steps"]))
-        progress = ProgressBarCallback() if progress_bar else None
-        if progress is not None:
-            callbacks.append(progress)
+        progress = TrainingProgress(n_timesteps, fps, prepared.describe_stage) if progress_bar else None
 
         def stopped(path: Path | None, steps: int) -> TrainResult:
-            if progress is not None and hasattr(progress, "pbar"):
-                progress.pbar.close()
-            return TrainResult(run_dir, path, steps, None, None, fps(), interrupted=True, exit_code=stop.exit_code or 130)
+            if progress is not None:
+                progress.close()
+            return TrainResult(
+                run_dir,
+                path,
+                steps,
+                None,
+                None,
+                fps(),
+                interrupted=True,
+                exit_code=stop.exit_code or 130,
+                stage=prepared.describe_stage(),
+            )
 
+        first_learn = spec.run_dir is None
+        ended = False
         try:
-            try:
-                model.learn(
-                    max(run["n_timesteps"] - model.num_timesteps, 0),
-                    callback=CallbackList(callbacks),
-                    tb_log_name=TENSORBOARD_NAME,
-                    reset_num_timesteps=spec.run_dir is None,  # a resumed run continues its step count and curves
+            while True:
+                stage, position = prepared.stage, prepared.position
+                gate = StageGate(stage, position)
+
+                def after_evaluation(row: dict[str, float], gate: StageGate = gate) -> None:
+                    best.offer(model, row)
+                    gate.record(row["success_rate"])
+                    if on_evaluation is not None and on_evaluation(row) is False:
+                        raise EndRun
+
+                evaluation = SuccessEvalCallback(
+                    prepared.eval_env,
+                    eval_freq=settings["eval_freq"],
+                    n_eval_episodes=settings["eval_episodes"],
+                    deterministic=settings["eval_deterministic"],
+                    log_path=run_dir / EVALUATIONS_FILE,
+                    seed=settings["seed"] + EVAL_SEED_OFFSET,
+                    stop_requested=stop,
+                    stage=position.index + 1,
+                    after_evaluation=after_evaluation,
+                    progress=progress_bar,
                 )
-            except (EOFError, ConnectionError):
-                if not stop():  # SubprocVecEnv workers ended by the same signal; otherwise a real failure
-                    raise
-                stopper.stopped = True
-            if stopper.stopped:  # mid-rollout: the policy is still that of the rollout's start
-                result = stopped(checkpoints.save_rollout_start(), checkpoints.rollout_start.num_timesteps)
-            else:
-                learn_fps = fps()
-                saved = checkpoints.save_now()  # before the final evaluation, which a signal may interrupt
-                result = _finish(run_dir, saved, evaluation, learn_fps) or stopped(saved, model.num_timesteps)
+                # The gate first: when it ends a stage at a rollout's start, no other callback has seen that start.
+                callbacks: list[BaseCallback] = [gate, evaluation, checkpoints, stopper]
+                if isinstance(prepared.env, VecNoveltyBonus):
+                    bonus_steps = stage.config["novelty_bonus_steps"]
+                    callbacks.append(NoveltyBonusSchedule(prepared.env, prepared.env.bonus, bonus_steps, position.start))
+                if progress is not None:
+                    callbacks.append(progress)
+                try:
+                    model.learn(
+                        max(prepared.stage_end - model.num_timesteps, 0),
+                        callback=CallbackList(callbacks),
+                        tb_log_name=TENSORBOARD_NAME,
+                        reset_num_timesteps=first_learn,  # later stages and resumed runs continue the count and curves
+                    )
+                except StageAdvance:
+                    pass
+                except EndRun:
+                    ended = True
+                except (EOFError, ConnectionError):
+                    if not stop():  # SubprocVecEnv workers ended by the same signal; otherwise a real failure
+                        raise
+                    stopper.stopped = True
+                first_learn = False
+                if stopper.stopped:  # mid-rollout: the policy is still that of the rollout's start
+                    result = stopped(checkpoints.save_rollout_start(), checkpoints.rollout_start.num_timesteps)
+                    break
+                last_stage = position.index == len(prepared.stages) - 1
+                if last_stage or model.num_timesteps >= n_timesteps or ended:
+                    learn_fps = fps()
+                    saved = checkpoints.save_now()  # before the final evaluation, which a signal may interrupt
+                    if progress is not None:
+                        progress.close()
+                    result = _finish(run_dir, saved, evaluation, learn_fps, prepared.describe_stage(), best) or stopped(
+                        saved, model.num_timesteps
+                    )
+                    break
+                if stop():  # between two stages: save at the end of this one; a resume goes on to the next
+                    saved = checkpoints.save_now()
+                    result = stopped(saved, model.num_timesteps)
+                    break
+                # The next learn() keeps this logger (SB3 makes a new one otherwise), with the last update's values.
+                model.set_logger(model.logger)
+                prepared.advance()
+                best.reset()
+                print(f"Advancing at {model.num_timesteps:,} steps to {prepared.describe_stage()}", flush=True)
         except KeyboardInterrupt:  # a second signal: keep what is on disk
             found = list_checkpoints(run_dir / CHECKPOINT_DIR)
             result = stopped(found[0] if found else None, checkpoint_steps(found[0]) if found else 0)

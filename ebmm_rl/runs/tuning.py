@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import optuna
-from stable_baselines3.common.callbacks import BaseCallback
 
 from ebmm_rl.runs.training import prepare_run, start_run, train_run
 
@@ -83,24 +82,22 @@ def sample_overrides(trial: optuna.Trial, agent: str, n_envs: int) -> dict[str, 
     return overrides
 
 
-class TrialEvalCallback(BaseCallback):
-    """Reports each evaluation of a trial's run to Optuna and stops the run when the trial should be pruned.
-
-    Called after each evaluation of :class:`~ebmm_rl.sb3.callbacks.SuccessEvalCallback` (its ``parent``).
+class TrialReporter:
+    """Reports each evaluation of a trial's run to Optuna and ends the run when the trial should be pruned (the
+    ``on_evaluation`` handler of :func:`~ebmm_rl.runs.training.train_run`).
 
     :param trial: the trial.
     :param metric: the evaluation's value to report (:data:`METRICS`).
     """
 
     def __init__(self, trial: optuna.Trial, metric: str):
-        super().__init__()
         self.trial = trial
         self.metric = metric
         self.evaluations = 0
         self.pruned = False
 
-    def _on_step(self) -> bool:
-        value = self.parent.last_result[self.metric]
+    def __call__(self, row: dict[str, float]) -> bool:
+        value = row[self.metric]
         self.evaluations += 1
         self.trial.report(value, self.evaluations)
         if self.trial.should_prune():
@@ -171,8 +168,8 @@ def objective(search: Search, n_envs: int) -> Callable[[optuna.Trial], float]:
         flags += [f"--timesteps={search.timesteps}", *(f"--set={item}" for item in overrides)]
         command = shlex.join(["python", "-m", "ebmm_rl.train", *flags])
         spec = start_run(options, command, overrides=overrides, timesteps=search.timesteps, n_envs=search.n_envs)
-        reporter = TrialEvalCallback(trial, search.metric)
-        result = train_run(prepare_run(spec, threads=search.threads), progress_bar=False, callback_after_eval=reporter)
+        reporter = TrialReporter(trial, search.metric)
+        result = train_run(prepare_run(spec, threads=search.threads), progress_bar=False, on_evaluation=reporter)
         trial.set_user_attr("run_dir", str(result.run_dir))
         trial.set_user_attr("fps", result.fps)
         trial.set_user_attr("config", spec.config)
