@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Literal
 
 import torch
@@ -23,16 +24,52 @@ def meta_train_step(
     write: Literal["batch", "stream"] = "batch",
     mask: Tensor | None = None,
     max_grad_norm: float = 0.05,
+    chunk: int | None = None,
 ) -> dict[str, float]:
     """One meta-gradient step through the unrolled write and read, clipped by global norm (the paper: 0.05).
 
+    The second-order graph of the unrolled write and read grows with the number of memories; ``chunk`` bounds it by
+    differentiating ``chunk`` memories at a time and summing their gradients, each chunk's loss weighted by its share
+    of the scored queries. The step is the same (to float rounding) at any ``chunk``; its peak memory is that of one
+    chunk, and its time on a device that computes memories in parallel grows as chunks get smaller.
+
     :param patterns: ``[batch, n, dim]``
-    :param queries: ``[batch, n, dim]``
-    :return: ``{"loss": ..., "grad_norm": ...}`` (the norm before clipping)
+    :param queries: ``[batch, m, dim]``
+    :param mask: ``[batch, n]`` bool, True for the patterns that are written (and scored when ``m == n``)
+    :param chunk: memories differentiated at once (default: all of them)
+    :return: ``{"loss": ..., "grad_norm": ...}`` (the loss of the whole batch, the norm before clipping)
     """
+    batch = patterns.shape[0]
+    chunk = batch if chunk is None else chunk
+    if chunk < 1:
+        raise ValueError(f"chunk must be a positive number of memories, got {chunk}")
+    scored = queries.new_full((batch,), float(queries.shape[1]))  # [batch] scored queries per memory
+    if mask is not None and queries.shape[1] == patterns.shape[1]:
+        scored = mask.sum(dim=1).to(scored)
     optimizer.zero_grad(set_to_none=True)
-    loss = memory.meta_loss(patterns, queries, write=write, mask=mask)
-    loss.backward()
+    total = 0.0
+    for start in range(0, batch, chunk):
+        part = slice(start, start + chunk)
+        share = scored[part].sum() / scored.sum().clamp(min=1)  # meta_loss is a mean over the chunk's scored queries
+        loss = memory.meta_loss(patterns[part], queries[part], write=write, mask=None if mask is None else mask[part])
+        (loss * share).backward()
+        total += (loss * share).item()
     grad_norm = torch.nn.utils.clip_grad_norm_(memory.parameters(), max_grad_norm, error_if_nonfinite=True)
     optimizer.step()
-    return {"loss": loss.item(), "grad_norm": grad_norm.item()}
+    return {"loss": total, "grad_norm": grad_norm.item()}
+
+
+def peak_memory_mb(device: torch.device | str = "cpu") -> float:
+    """Peak memory of this process so far, in MiB: on CUDA what torch allocated on ``device``
+    (``torch.cuda.max_memory_allocated``, reset by ``torch.cuda.reset_peak_memory_stats``); elsewhere the peak
+    resident set size (``getrusage``'s ``ru_maxrss``), which counts the interpreter, torch and loaded data as well and
+    never goes down. NaN where neither is available (Windows without CUDA)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    try:
+        import resource
+    except ImportError:  # Windows
+        return float("nan")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB on Linux
