@@ -10,6 +10,7 @@ import sys
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from ebmm_rl.memory import peak_memory_mb
 from ebmm_rl.recall.cli import main
 from ebmm_rl.recall.train import CONV_MEMORY_CHUNK, default_memory_chunk
 
@@ -22,7 +23,7 @@ SUMMARY = re.compile(r"([\d.]+) steps/s; done; peak memory ([\d.]+) GiB")
 
 
 def test_a_small_configuration_stays_within_its_peak_memory(tmp_path):
-    """In a fresh process, so that the peak is this run's alone."""
+    """In a fresh process, so that the peak is this run's alone (and not the test runner's, which is larger)."""
     command = [sys.executable, "-m", "ebmm_rl.recall", "train", *SMALL, "--steps", "1", "--run-dir", str(tmp_path),
                "--no-progress", "--no-tensorboard"]  # fmt: skip
     finished = subprocess.run(
@@ -30,8 +31,19 @@ def test_a_small_configuration_stays_within_its_peak_memory(tmp_path):
     )
     assert finished.returncode == 0, finished.stderr
     speed, peak = map(float, SUMMARY.search(finished.stdout).groups())
-    assert speed > 0
+    assert speed > 0, finished.stdout
     assert 0.1 < peak < SMALL_PEAK_GIB, f"peak memory {peak} GiB, bound {SMALL_PEAK_GIB} GiB"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the inherited peak is Linux's ru_maxrss behaviour")
+def test_a_started_process_reports_its_own_peak_not_its_parents():
+    held = bytearray(768 * 2**20)
+    held[:: 2**12] = b"\x01" * len(held[:: 2**12])  # touch every page: resident
+    parent = peak_memory_mb()
+    probe = "from ebmm_rl.memory import peak_memory_mb; print(peak_memory_mb())"
+    child = float(subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout)
+    del held
+    assert parent > 768 and child < parent - 512, (parent, child)
 
 
 def test_peak_memory_and_speed_are_logged_and_chunks_take_the_same_steps(tmp_path, capsys):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -62,14 +63,21 @@ def meta_train_step(
 def peak_memory_mb(device: torch.device | str = "cpu") -> float:
     """Peak memory of this process so far, in MiB: on CUDA what torch allocated on ``device``
     (``torch.cuda.max_memory_allocated``, reset by ``torch.cuda.reset_peak_memory_stats``); elsewhere the peak
-    resident set size (``getrusage``'s ``ru_maxrss``), which counts the interpreter, torch and loaded data as well and
-    never goes down. NaN where neither is available (Windows without CUDA)."""
+    resident set size, which counts the interpreter, torch and loaded data as well and never goes down. On Linux that
+    is ``VmHWM`` of ``/proc/self/status``: ``getrusage``'s ``ru_maxrss`` would count the parent's resident set at the
+    time it started this process (it survives ``execve``), e.g. a test runner's. Elsewhere ``ru_maxrss``; NaN where
+    neither exists (Windows without CUDA)."""
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 2**10  # kB
     try:
         import resource
     except ImportError:  # Windows
         return float("nan")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB on Linux
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB elsewhere
