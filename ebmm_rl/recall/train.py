@@ -89,7 +89,7 @@ CONV_MEMORY_CHUNK = 1
 """Memories meta-differentiated at once with the conv energy by default. One memory of 64 32x32 images (the default
 conv EBMM, 5 write and 5 read steps, second order) peaks at about 6 GB on the CPU, so the default batch of 8 at once
 needs more than 16 GB (it ran out of 24); on the CPU the step is compute-bound and chunks cost no time
-(``results/recall_memory/``)."""
+(``results/recall_peak_memory/``)."""
 RESUMABLE_CONFIG_KEYS = ("lr",)
 """Config keys that a resumed run may change: the learning rate, to go on at a lower one."""
 INIT_FROM_CHANGES = ("write_steps", "read_steps", "grad_mode", "gradient_penalty", "write_count_floor")
@@ -178,7 +178,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--omniglot-split",
         choices=OMNIGLOT_VARIANTS,
         help="Omniglot's archives: full (default; images_background trains, images_evaluation tests) or small "
-        "(images_background_small1 trains, images_background_small2 tests: 2,720 and 3,120 images)",
+        "(images_background_small1 trains, 2,720 images; images_background_small2 without the alphabets it shares "
+        "with small1 tests, 2,120 images)",
     )
     config.add_argument("--data-root", help="directory of the Omniglot/CIFAR-10 archives (default ~/.cache/ebmm_rl)")
 
@@ -418,6 +419,7 @@ def _train(
             writer.close()
     speed = (step - start_step) / max(time.perf_counter() - started, 1e-9)
     peak = peak_memory_mb(device)
+    rate = f"{speed:.2f} steps/s" + (f" ({1 / speed:.1f} s per meta-step)" if 0 < speed < 1 else "")
     status = "done"
     if interrupted or timed_out:
         status = f"{'interrupted' if interrupted else 'time limit'}; continue with `{PROGRAM} --resume {run_dir}`"
@@ -426,7 +428,7 @@ def _train(
         measured.append(f"{task.metric} {error:.4g}")
     print(
         f"{config['model']} on {config['dataset']} (memory {memory_size} floats): step {step}/{settings['steps']}, "
-        f"{', '.join(measured)}, {speed:.2f} steps/s; {status}; peak memory {peak / 1024:.2f} GiB; checkpoint "
+        f"{', '.join(measured)}, {rate}; {status}; peak memory {peak / 1024:.2f} GiB; checkpoint "
         f"{checkpoint_file}"
     )
     return TrainResult(run_dir, checkpoint_file, step, memory_size, loss, error, interrupted)
