@@ -64,6 +64,32 @@ def test_read_step_sizes_are_non_increasing_and_projection_holds():
     assert retrieved.min() >= -1 and retrieved.max() <= 1
 
 
+@pytest.mark.parametrize("masked", [False, True])
+def test_meta_train_step_in_chunks_of_memories_takes_the_same_step(masked):
+    patterns = random_bits(5, 4).double()
+    queries = flip_bits(patterns, 4, generator=torch.Generator().manual_seed(1))
+    # Memories with 4, 3, 1, 2 and 4 written patterns: chunks must weigh by scored queries, not by memories.
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0], [0, 1, 0, 0], [1, 0, 0, 1], [1, 1, 1, 1]], dtype=torch.bool)
+    results = []
+    for chunk in (None, 2, 1):
+        torch.manual_seed(0)
+        memory = tiny_memory(torch.float64)
+        optimizer = torch.optim.SGD(memory.parameters(), lr=1.0)
+        stats = meta_train_step(
+            memory, optimizer, patterns, queries, mask=mask if masked else None, max_grad_norm=1e9, chunk=chunk
+        )
+        results.append((stats, memory.state_dict()))
+    (whole, whole_state), *chunked = results
+    for stats, state in chunked:
+        assert stats["loss"] == pytest.approx(whole["loss"], rel=1e-12)
+        assert stats["grad_norm"] == pytest.approx(whole["grad_norm"], rel=1e-10)
+        for name, value in state.items():
+            torch.testing.assert_close(value, whole_state[name], rtol=1e-10, atol=1e-12, msg=name)
+    memory = tiny_memory(torch.float64)
+    with pytest.raises(ValueError, match="chunk must be a positive"):
+        meta_train_step(memory, make_optimizer(memory), patterns, queries, chunk=0)
+
+
 def test_fit_steps_continues_a_trained_memory_with_more_or_fewer_steps():
     torch.manual_seed(0)
     source = tiny_memory()  # 2 write steps, 3 read steps

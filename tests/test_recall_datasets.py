@@ -1,5 +1,6 @@
 """Datasets of the image-recall suite. Omniglot and CIFAR-10 are read from tiny archives built in ``tmp_path`` in the
-official on-disk formats (no download)."""
+official on-disk formats (no download), and Omniglot's "background small" archives from ``../shared/data/omniglot/``
+beside the repository when it is there (CI has them)."""
 
 from __future__ import annotations
 
@@ -13,13 +14,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from ebmm_rl.recall import datasets
+from omniglot_archives import DRAWERS, SHARED_OMNIGLOT, write_omniglot_archives
 from ebmm_rl.recall.datasets import (
     augment_images,
     CIFAR10_ARCHIVE,
     OMNIGLOT_ARCHIVES,
+    OMNIGLOT_LEFT_OUT,
+    OMNIGLOT_VARIANTS,
     binary_strings,
     cifar10,
     digits,
@@ -29,8 +32,6 @@ from ebmm_rl.recall.datasets import (
 )
 
 CIFAR_TRAIN_PER_BATCH, CIFAR_TEST = 2, 3
-OMNIGLOT_SPLITS = {"train": {"Alphabet_A": 2, "Alphabet_B": 1}, "test": {"Alphabet_C": 1}}  # characters per alphabet
-DRAWERS = 2  # images per character
 
 
 def cifar_batch(count: int, seed: int) -> dict[bytes, object]:
@@ -55,28 +56,9 @@ def cifar_root(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def character_png(character: int, drawer: int) -> bytes:
-    """A 105x105 mode-"1" PNG as in Omniglot: white background, a black square stroke in the top-left quadrant."""
-    image = Image.new("1", (105, 105), 1)
-    image.paste(0, (10 + character, 10 + drawer, 50, 50))
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 @pytest.fixture
 def omniglot_root(tmp_path: Path) -> Path:
-    """``images_background.zip`` and ``images_evaluation.zip`` in the official folder layout."""
-    for split, alphabets in OMNIGLOT_SPLITS.items():
-        archive_info = OMNIGLOT_ARCHIVES[split]
-        folder = archive_info.filename.removesuffix(".zip")
-        with zipfile.ZipFile(tmp_path / archive_info.filename, "w") as archive:
-            for alphabet, characters in alphabets.items():
-                for character in range(1, characters + 1):
-                    for drawer in range(1, DRAWERS + 1):
-                        name = f"{folder}/{alphabet}/character{character:02d}/{character:04d}_{drawer:02d}.png"
-                        archive.writestr(name, character_png(character, drawer))
-    return tmp_path
+    return write_omniglot_archives(tmp_path)
 
 
 def test_binary_strings_are_seeded_plus_minus_one():
@@ -149,8 +131,10 @@ def test_missing_archive_names_the_url_and_the_place(tmp_path):
     with pytest.raises(FileNotFoundError, match=re.escape(CIFAR10_ARCHIVE.filename)) as error:
         cifar10(root=tmp_path, download=False)
     assert CIFAR10_ARCHIVE.url in str(error.value) and str(tmp_path) in str(error.value)
-    with pytest.raises(FileNotFoundError, match=re.escape(OMNIGLOT_ARCHIVES["test"].url)):
+    with pytest.raises(FileNotFoundError, match=re.escape(OMNIGLOT_ARCHIVES["full"]["test"].url)):
         omniglot("test", root=tmp_path, download=False)
+    with pytest.raises(FileNotFoundError, match=re.escape(OMNIGLOT_ARCHIVES["small"]["train"].url)):
+        omniglot("train", root=tmp_path, download=False, archives="small")
 
 
 def test_omniglot_reads_the_official_layout(omniglot_root):
@@ -169,3 +153,35 @@ def test_omniglot_reads_the_official_layout(omniglot_root):
 def test_omniglot_checksum_mismatch_is_a_clear_error(omniglot_root):
     with pytest.raises(ValueError, match=r"images_background\.zip has md5"):
         omniglot("train", root=omniglot_root, download=False)
+
+
+def test_omniglot_small_archives_are_a_choice(omniglot_root):
+    full = omniglot("test", root=omniglot_root, download=False, verify=False)
+    small = omniglot("test", root=omniglot_root, download=False, verify=False, archives="small")
+    assert full.images.shape[0] == DRAWERS and small.images.shape[0] == 2 * DRAWERS  # Alphabet_D without Greek
+    assert OMNIGLOT_VARIANTS == ("full", "small")
+    small_files = {split: archive.filename for split, archive in OMNIGLOT_ARCHIVES["small"].items()}
+    assert small_files == {"train": "images_background_small1.zip", "test": "images_background_small2.zip"}
+    with pytest.raises(ValueError, match=r"images_background_small2\.zip has md5"):
+        omniglot("test", root=omniglot_root, download=False, archives="small")
+    with pytest.raises(ValueError, match="archives must be one of"):
+        omniglot("test", root=omniglot_root, download=False, archives="tiny")
+
+
+@pytest.mark.skipif(not SHARED_OMNIGLOT.is_dir(), reason=f"no real Omniglot archives at {SHARED_OMNIGLOT}")
+def test_omniglot_small_archives_are_the_official_ones():
+    """The real archives: official checksums; 2,720 training images of 5 alphabets and, without the 2 alphabets the
+    archives share, 2,120 test images of 3 others; 32x32 binarised with about 10% ink."""
+    for split, count in (("train", 2720), ("test", 2120)):
+        assert file_md5(SHARED_OMNIGLOT / OMNIGLOT_ARCHIVES["small"][split].filename) == OMNIGLOT_ARCHIVES["small"][split].md5
+        data = omniglot(split, root=SHARED_OMNIGLOT, download=False, archives="small")  # verifies the md5 itself
+        assert data.images.shape == (count, 32 * 32) and data.image_shape == (1, 32, 32)
+        assert set(data.images.unique().tolist()) == {0.0, 1.0}
+        assert 0.08 < data.images.mean().item() < 0.13
+        assert (data.images.sum(dim=1) > 0).all()  # every character has ink
+    alphabets = {}
+    for split, archive_info in OMNIGLOT_ARCHIVES["small"].items():
+        with zipfile.ZipFile(SHARED_OMNIGLOT / archive_info.filename) as archive:
+            alphabets[split] = {name.split("/")[1] for name in archive.namelist() if name.endswith(".png")}
+    assert alphabets["train"] & alphabets["test"] == set(OMNIGLOT_LEFT_OUT["small", "test"]) == {"Greek", "Latin"}
+    assert len(alphabets["train"]) == len(alphabets["test"]) == 5

@@ -17,7 +17,6 @@ import argparse
 import csv
 import multiprocessing
 import platform
-import resource
 import statistics
 import sys
 import time
@@ -27,7 +26,7 @@ from pathlib import Path
 import torch
 
 from ebmm_rl.bench.common import resolve_device, synchronize
-from ebmm_rl.memory import EBMM, MLPEnergy, flip_bits
+from ebmm_rl.memory import EBMM, MLPEnergy, flip_bits, peak_memory_mb
 
 OPERATIONS = ("write", "read", "stream_write", "meta_batch", "meta_stream")
 FIELDS = (
@@ -54,13 +53,6 @@ def _time(fn: Callable[[], object], device: torch.device, repeats: int) -> list[
         synchronize(device)
         times.append(time.perf_counter() - start)
     return times
-
-
-def _peak_memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    # ru_maxrss is in KiB on Linux: the whole process's peak, torch and Python included.
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def measure(config: dict) -> list[dict]:
@@ -120,7 +112,7 @@ def measure(config: dict) -> list[dict]:
                 "mean_s": mean,
                 "std_s": statistics.pstdev(times),
                 "per_pattern_s": mean / n if name in ("stream_write", "meta_stream") else "",
-                "peak_memory_mb": _peak_memory_mb(device),
+                "peak_memory_mb": peak_memory_mb(device),
             }
         )
     return rows

@@ -4,7 +4,7 @@ from ebmm_rl.memory.corruption import add_noise, block_occlude, flip_bits
 from ebmm_rl.memory.ebmm import EBMM, GRAD_MODES, MemoryState
 from ebmm_rl.memory.recurrent import EBMMCell
 from ebmm_rl.memory.energy import ConvEnergy, EnergyNet, FastLayer, GatedHops, IndexedPatterns, MLPEnergy
-from ebmm_rl.memory.training import make_optimizer, meta_train_step
+from ebmm_rl.memory.training import make_optimizer, meta_train_step, peak_memory_mb
 
 __all__ = [
     "EBMM",
@@ -22,4 +22,5 @@ __all__ = [
     "flip_bits",
     "make_optimizer",
     "meta_train_step",
+    "peak_memory_mb",
 ]

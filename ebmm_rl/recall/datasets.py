@@ -56,18 +56,32 @@ CIFAR10_ARCHIVE = Archive(
     md5="c58f30108f718f92721af3b95e74349a",
 )
 OMNIGLOT_URL = "https://raw.githubusercontent.com/brendenlake/omniglot/master/python"
-OMNIGLOT_ARCHIVES = {
-    "train": Archive(
-        url=f"{OMNIGLOT_URL}/images_background.zip",
-        filename="images_background.zip",
-        md5="68d2efa1b9178cc56df9314c21c6e718",
-    ),
-    "test": Archive(
-        url=f"{OMNIGLOT_URL}/images_evaluation.zip",
-        filename="images_evaluation.zip",
-        md5="6b91aef0f799c5bb55b94e3f2daec811",
-    ),
+
+
+def _omniglot_archive(name: str, md5: str) -> Archive:
+    return Archive(url=f"{OMNIGLOT_URL}/{name}.zip", filename=f"{name}.zip", md5=md5)
+
+
+OMNIGLOT_ARCHIVES: dict[str, dict[str, Archive]] = {
+    "full": {
+        "train": _omniglot_archive("images_background", "68d2efa1b9178cc56df9314c21c6e718"),
+        "test": _omniglot_archive("images_evaluation", "6b91aef0f799c5bb55b94e3f2daec811"),
+    },
+    "small": {
+        "train": _omniglot_archive("images_background_small1", "e704a628b5459e08445c13499850abc4"),
+        "test": _omniglot_archive("images_background_small2", "b75a71a51d3b13f821f212756fe481fd"),
+    },
 }
+"""Omniglot's official archives by ``archives`` and split. "full": ``images_background`` (964 characters of 30
+alphabets, 19,280 images) trains and ``images_evaluation`` (659 characters of 20 alphabets, 13,180 images) tests.
+"small": the repository's "background small" archives, ``images_background_small1`` (136 characters of 5 alphabets,
+2,720 images) trains and ``images_background_small2`` tests, without the alphabets it shares with small1
+(:data:`OMNIGLOT_LEFT_OUT`): 106 characters of 3 alphabets, 2,120 images. Both test on alphabets unseen in training."""
+OMNIGLOT_VARIANTS: tuple[str, ...] = tuple(OMNIGLOT_ARCHIVES)
+OMNIGLOT_LEFT_OUT: dict[tuple[str, str], tuple[str, ...]] = {("small", "test"): ("Greek", "Latin")}
+"""Alphabets left out of a split, by ``(archives, split)``. Both background small archives are drawn from
+``images_background`` and both hold its Greek and Latin characters (the same 1,000 images); the test split leaves
+them out so that it tests on alphabets unseen in training: Japanese (katakana), Sanskrit and Tagalog."""
 CIFAR10_BATCHES = {"train": tuple(f"data_batch_{i}" for i in range(1, 6)), "test": ("test_batch",)}
 
 
@@ -228,10 +242,13 @@ def omniglot(
     ink_threshold: float | None = 0.25,
     download: bool = True,
     verify: bool = True,
+    archives: str = "full",
 ) -> ImageData:
     """Omniglot (Lake et al. 2015) handwritten characters, read from the official zips of
-    github.com/brendenlake/omniglot under ``root``. Canonical split: ``images_background`` train (964 characters,
-    19,280 images), ``images_evaluation`` test (659 characters, 13,180 images), in sorted path order.
+    github.com/brendenlake/omniglot under ``root``, in sorted path order. Canonical split (``archives="full"``):
+    ``images_background`` train (964 characters, 19,280 images), ``images_evaluation`` test (659 characters, 13,180
+    images); ``archives="small"``: ``images_background_small1`` train (2,720 images), ``images_background_small2``
+    without small1's alphabets test (2,120 images); see :data:`OMNIGLOT_ARCHIVES`.
 
     The 105x105 black-on-white PNGs become ink = 1 on background = 0, are shrunk to ``image_size`` by area averaging,
     and binarised: a pixel is ink when at least ``ink_threshold`` of its area is. The default 0.25 rather than 0.5
@@ -245,21 +262,28 @@ def omniglot(
     :param ink_threshold: binarisation threshold in (0, 1), or None to keep the grey ink fraction
     :param download: fetch the zip when it is missing
     :param verify: check the zip's md5 against the official one
+    :param archives: "full" (the canonical split) or "small" (the background small archives)
     :return: images ``[num_images, image_size ** 2]`` of shape ``(1, image_size, image_size)``
     """
     from PIL import Image  # Pillow comes with matplotlib; imported here so the rest of the module does not need it
 
     _check_split(split)
+    if archives not in OMNIGLOT_ARCHIVES:
+        raise ValueError(f"archives must be one of {OMNIGLOT_VARIANTS}, got {archives!r}")
     if image_size < 1:
         raise ValueError(f"image_size must be positive, got {image_size}")
     if ink_threshold is not None and not 0 < ink_threshold < 1:
         raise ValueError(f"ink_threshold must be in (0, 1) or None, got {ink_threshold}")
-    path = fetch_archive(OMNIGLOT_ARCHIVES[split], root, download, verify)
+    archive_info = OMNIGLOT_ARCHIVES[archives][split]
+    path = fetch_archive(archive_info, root, download, verify)
     images = []
     with zipfile.ZipFile(path) as archive:
-        names = sorted(name for name in archive.namelist() if name.lower().endswith(".png"))
+        left_out = OMNIGLOT_LEFT_OUT.get((archives, split), ())
+        names = sorted(
+            name for name in archive.namelist() if name.lower().endswith(".png") and _alphabet(name) not in left_out
+        )
         if not names:
-            raise ValueError(f"{path} holds no PNG images; download {OMNIGLOT_ARCHIVES[split].url} instead")
+            raise ValueError(f"{path} holds no PNG images; download {archive_info.url} instead")
         for name in names:
             with Image.open(io.BytesIO(archive.read(name))) as image:
                 grey = image.convert("L").resize((image_size, image_size), Image.Resampling.BOX)
@@ -324,6 +348,12 @@ def _download(archive: Archive, path: Path) -> None:
             f"could not download {archive.url} ({error}); download it by hand and put it at {path}"
         ) from error
     partial.replace(path)
+
+
+def _alphabet(member: str) -> str:
+    """The alphabet of an Omniglot archive member ``<archive name>/<alphabet>/<character>/<image>.png``."""
+    parts = member.split("/")
+    return parts[-3] if len(parts) >= 3 else ""
 
 
 def _check_split(split: str) -> None:

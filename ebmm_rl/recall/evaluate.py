@@ -30,9 +30,11 @@ from matplotlib.ticker import NullFormatter
 from tqdm import tqdm
 
 from ebmm_rl.recall.baselines import RecallMemory
+from ebmm_rl.recall.datasets import OMNIGLOT_VARIANTS
 from ebmm_rl.recall.models import (
     BASELINE_LABELS,
     BASELINES,
+    DATASET_DEFAULTS,
     DATASETS,
     Task,
     UsageError,
@@ -137,6 +139,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--plot-n", type=arguments.positive_int, help="n of the distortion-vs-memory plot (default 64, else the largest)"
     )
     parser.add_argument("--seed", type=arguments.seed, default=0, help="seed of the test memories and queries (default 0)")
+    parser.add_argument(
+        "--omniglot-split",
+        choices=OMNIGLOT_VARIANTS,
+        help="Omniglot's archives, full or small (default: that of the checkpoints, else full)",
+    )
     parser.add_argument("--data-root", help="directory of the Omniglot/CIFAR-10 archives (default ~/.cache/ebmm_rl)")
     parser.add_argument(
         "--device", default="cpu", type=arguments.device, help="torch device of the trained models (default cpu)"
@@ -165,9 +172,12 @@ def run(args: argparse.Namespace, argv: list[str]) -> list[dict[str, Any]]:
         if config["dataset"] != dataset:
             raise UsageError(f"{path} was trained on {config['dataset']}, not {dataset}; use --dataset {config['dataset']}")
         trained.append((model, config))
-    image_sizes = {config.get("image_size") for _, config in trained}
-    image_size = args.image_size or (image_sizes.pop() if len(image_sizes) == 1 else None)
-    task = load_task(dataset, "test", image_size, args.corruption, args.corrupt_bits, args.block, args.data_root)
+    image_size = args.image_size or _shared_config_value(trained, "image_size")
+    omniglot_split = args.omniglot_split or _shared_config_value(trained, "omniglot_split")
+    task = load_task(
+        dataset, "test", image_size, args.corruption, args.corrupt_bits, args.block, args.data_root,
+        omniglot_split=omniglot_split,
+    )  # fmt: skip
     entries = [_trained_entry(model.to(args.device), config, task, args.device) for model, config in trained]
     for name in applicable_baselines(task) if args.baselines is None else args.baselines:
         baseline = build_baseline(name, task, sweeps=args.hopfield_sweeps, beta=args.modern_beta)
@@ -208,6 +218,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> list[dict[str, Any]]:
         writer.writerows(rows)
     settings = {key: value for key, value in vars(args).items() if key != "command"}
     settings.update(n_stored=list(n_stored), corruption=_corruption_name(task), image_shape=task.image_shape)
+    if dataset == "omniglot":
+        settings["omniglot_split"] = omniglot_split or DATASET_DEFAULTS["omniglot"]["omniglot_split"]
     summary = {"command": shlex.join([*shlex.split(PROGRAM), *argv]), "settings": settings, "results": rows}
     (out / "results.json").write_text(json.dumps(summary, indent=2))
     plot_n = args.plot_n or (64 if 64 in n_stored else max(n_stored))
@@ -341,6 +353,12 @@ def plot_retrievals(task: Task, entries: list[Entry], n: int, seed: int, path: P
 
 
 # ---------------------------------------------------------------------------------------------- internals
+def _shared_config_value(trained: list[tuple[torch.nn.Module, dict[str, Any]]], key: str) -> Any:
+    """The value of a config key that every checkpoint shares, or None (no checkpoints, or they differ)."""
+    values = {config.get(key) for _, config in trained}
+    return values.pop() if len(values) == 1 else None
+
+
 def _trained_entry(model: torch.nn.Module, config: dict[str, Any], task: Task, device: str) -> Entry:
     view = recall_view(model, config.get("write", "batch"))
     if view.dim != task.dim:

@@ -24,7 +24,15 @@ from torch import Tensor, nn
 from ebmm_rl.runs.atomic import write_atomically
 from ebmm_rl.memory import EBMM, ConvEnergy, MemoryState, MLPEnergy, block_occlude, flip_bits
 from ebmm_rl.recall.baselines import HopfieldNetwork, MemoryNetwork, ModernHopfield, RecallMemory
-from ebmm_rl.recall.datasets import augment_images, binary_strings, cifar10, digits, omniglot, sample_batches
+from ebmm_rl.recall.datasets import (
+    OMNIGLOT_VARIANTS,
+    augment_images,
+    binary_strings,
+    cifar10,
+    digits,
+    omniglot,
+    sample_batches,
+)
 
 DATASETS: tuple[str, ...] = ("binary", "digits", "omniglot", "cifar10")
 MODELS: tuple[str, ...] = ("ebmm", "memnet")
@@ -62,6 +70,7 @@ IMAGES_32: dict[str, Any] = {
     "corruption": IMAGE_CORRUPTION,
     "corrupt_bits": None,
     "block": None,
+    "omniglot_split": None,
 }
 """32x32 images (Omniglot, CIFAR-10): the paper's convolutional energy at 1154 * 4 floats."""
 
@@ -77,6 +86,7 @@ DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
         "corruption": "erase",
         "corrupt_bits": 64,
         "block": None,
+        "omniglot_split": None,
     },
     "digits": {
         "energy": "mlp",
@@ -89,12 +99,14 @@ DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
         "corruption": IMAGE_CORRUPTION,
         "corrupt_bits": None,
         "block": None,
+        "omniglot_split": None,
     },
-    "omniglot": IMAGES_32,
+    "omniglot": {**IMAGES_32, "omniglot_split": "full"},
     "cifar10": IMAGES_32,
 }
 """Per dataset: the energy (MLP for 128-bit strings and 8x8 digits, the paper's convolutional one for 32x32 images),
-the memory budget in floats, widths, N stored per memory in training, and the corruption. Digits stay 8x8 (upscaling
+the memory budget in floats, widths, N stored per memory in training, the corruption, and which Omniglot archives
+(:data:`ebmm_rl.recall.datasets.OMNIGLOT_ARCHIVES`: "full" or "small"). Digits stay 8x8 (upscaling
 adds no information and 16 times the input size); their default budget of 2,064 floats is half the 64 x 64 = 4,096
 raw pixel values of a memory."""
 
@@ -206,6 +218,7 @@ def load_task(
     data_root: str | Path | None = None,
     augment: bool = False,
     random_memories: float = 0.0,
+    omniglot_split: str | None = None,
 ) -> Task:
     """A dataset's split with its corruption; options left None take :data:`DATASET_DEFAULTS`.
 
@@ -219,8 +232,12 @@ def load_task(
     :param augment: images under random symmetries of the square and shifts of up to ``max(1, size // 8)`` pixels
         (see :data:`AUGMENT_SHIFT_DIVISOR`), for training
     :param random_memories: fraction of memories of random binary images (see :class:`Task`), for training
+    :param omniglot_split: Omniglot's archives, "full" (default: images_background trains, images_evaluation tests)
+        or "small" (images_background_small1 trains, images_background_small2 tests)
     """
     check_choice(dataset, DATASETS, "dataset")
+    if omniglot_split is not None and dataset != "omniglot":
+        raise UsageError(f"--omniglot-split chooses Omniglot's archives; {dataset} has none, drop it")
     if not 0 <= random_memories <= 1:
         raise UsageError(f"random_memories is a fraction of memories, in [0, 1]; got {random_memories}")
     defaults = DATASET_DEFAULTS[dataset]
@@ -241,7 +258,8 @@ def load_task(
     if dataset == "digits":
         data = digits(split, image_size=size)
     elif dataset == "omniglot":
-        data = omniglot(split, root=data_root, image_size=size)
+        archives = check_choice(omniglot_split or defaults["omniglot_split"], OMNIGLOT_VARIANTS, "Omniglot split")
+        data = omniglot(split, root=data_root, image_size=size, archives=archives)
     else:
         if size != 32:
             raise UsageError(f"CIFAR-10 images are 32x32; drop image_size {size}")

@@ -9,7 +9,11 @@ own run directory ``<run-dir>/recall__<dataset>__<model>__m<memory>__<seed>__<ti
 - ``checkpoint.pt``: model, optimiser and data-generator state at the latest step, written atomically every
   ``--checkpoint-every`` steps, on Ctrl-C and at the end; ``--resume RUN_DIR`` continues it;
 - ``tensorboard/``: ``train/`` (loss, gradient norm, error of the batch after the step), ``memory/`` (EBMM's
-  alpha, beta, momentum, step sizes) and ``time/`` scalars.
+  alpha, beta, momentum, step sizes) and ``time/`` scalars (meta-steps per second, peak memory in MiB).
+
+The last line says where the run got to, its meta-steps per second and the process's peak memory (the resident set
+on the CPU, torch's allocations on CUDA). ``--memory-chunk`` bounds the peak: the meta-gradient of a batch is summed
+over chunks of that many memories (the same step; see :func:`ebmm_rl.memory.meta_train_step`).
 """
 
 from __future__ import annotations
@@ -29,8 +33,9 @@ from tqdm import tqdm
 
 from ebmm_rl.runs import arguments
 from ebmm_rl.runs.directory import new_run_dir
-from ebmm_rl.memory import EBMM, GRAD_MODES, meta_train_step
+from ebmm_rl.memory import EBMM, GRAD_MODES, meta_train_step, peak_memory_mb
 from ebmm_rl.recall import distributed
+from ebmm_rl.recall.datasets import OMNIGLOT_VARIANTS
 from ebmm_rl.recall.models import (
     BIT_CORRUPTIONS,
     CHECKPOINT_FILE,
@@ -78,8 +83,15 @@ SETTINGS_DEFAULTS: dict[str, Any] = {
     "device": "cpu",
     "run_dir": "runs",
     "init_from": None,
+    "memory_chunk": None,
 }
-"""Run settings: they may change when a run is resumed (``init_from`` acts only when a run starts)."""
+"""Run settings: they may change when a run is resumed (``init_from`` acts only when a run starts). ``memory_chunk``
+None takes :func:`default_memory_chunk`."""
+CONV_MEMORY_CHUNK = 1
+"""Memories meta-differentiated at once with the conv energy by default. One memory of 64 32x32 images (the default
+conv EBMM, 5 write and 5 read steps, second order) peaks at about 6 GB on the CPU, so the default batch of 8 at once
+needs more than 16 GB (it ran out of 24); on the CPU the step is compute-bound and chunks cost no time
+(``results/recall_peak_memory/``)."""
 RESUMABLE_CONFIG_KEYS = ("lr",)
 """Config keys that a resumed run may change: the learning rate, to go on at a lower one."""
 INIT_FROM_CHANGES = ("write_steps", "read_steps", "grad_mode", "gradient_penalty", "write_count_floor")
@@ -176,6 +188,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="fraction of training memories that hold random binary images instead of the split's (default 0); "
         "they can only be recalled by storing, not completed from what the model knows of the data",
     )
+    config.add_argument(
+        "--omniglot-split",
+        choices=OMNIGLOT_VARIANTS,
+        help="Omniglot's archives: full (default; images_background trains, images_evaluation tests) or small "
+        "(images_background_small1 trains, 2,720 images; images_background_small2 without the alphabets it shares "
+        "with small1 tests, 2,120 images)",
+    )
     config.add_argument("--data-root", help="directory of the Omniglot/CIFAR-10 archives (default ~/.cache/ebmm_rl)")
 
     run = parser.add_argument_group("run settings")
@@ -188,6 +207,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--checkpoint-every", type=arguments.positive_int, help="steps between checkpoints (default 100)")
     run.add_argument("--log-every", type=arguments.positive_int, help="steps between TensorBoard scalars (default 10)")
     run.add_argument("--device", type=arguments.device, help="torch device: cpu or cuda (default cpu)")
+    run.add_argument(
+        "--memory-chunk",
+        type=arguments.positive_int,
+        metavar="N",
+        help=f"memories meta-differentiated at once: the same step, with the peak memory of N memories (default: "
+        f"{CONV_MEMORY_CHUNK} with the conv energy, the whole batch otherwise; on a large GPU give the batch size)",
+    )
     run.add_argument("--run-dir", metavar="DIR", help="parent of the run directories (default runs)")
     run.add_argument(
         "--resume",
@@ -222,6 +248,8 @@ def _run(args: argparse.Namespace, argv: list[str], workers: distributed.Workers
     if workers.world_size > 1:
         given["device"] = device
     command = shlex.join([*shlex.split(PROGRAM), *argv])
+    if args.memory_chunk is not None and args.memory_chunk < 1:
+        raise UsageError(f"--memory-chunk is a number of memories, >= 1; got {args.memory_chunk}")
     if args.resume is not None:
         if args.init_from is not None:
             raise UsageError("--init-from starts a new run; a resumed run continues its own model: drop one of them")
@@ -252,6 +280,12 @@ def _run(args: argparse.Namespace, argv: list[str], workers: distributed.Workers
         if results[-1].interrupted:
             break
     return results
+
+
+def default_memory_chunk(config: dict[str, Any]) -> int | None:
+    """Memories meta-differentiated at once unless ``--memory-chunk`` says: :data:`CONV_MEMORY_CHUNK` for a conv
+    EBMM, None (the whole batch) otherwise."""
+    return CONV_MEMORY_CHUNK if config["model"] == "ebmm" and config.get("energy") == "conv" else None
 
 
 # ---------------------------------------------------------------------------------------------- internals
@@ -329,7 +363,7 @@ def _initial_model(path: str, configs: list[dict[str, Any]], specs: list[dict[st
 
 
 def _train_task(config: dict[str, Any]) -> Task:
-    options = ("image_size", "corruption", "corrupt_bits", "block", "data_root")
+    options = ("image_size", "corruption", "corrupt_bits", "block", "data_root", "omniglot_split")
     # Runs from before these options have no key.
     augment, random_memories = bool(config.get("augment")), config.get("random_memories", 0.0)
     return load_task(
@@ -358,6 +392,9 @@ def _train(
         with open(run_dir / "command.txt", "a") as file:
             file.write(command + "\n")
     device = torch.device(settings["device"])
+    if device.type == "cuda":  # the peak reported is this model's (on the CPU it is the process's)
+        torch.cuda.reset_peak_memory_stats(device)
+    chunk = settings["memory_chunk"] or default_memory_chunk(config)
     torch.manual_seed(config["seed"])
     model = build_model(spec).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config["lr"], weight_decay=config["weight_decay"])
@@ -413,6 +450,7 @@ def _train(
                 workers.shard(queries),
                 write=config.get("write", "batch"),
                 max_grad_norm=config["grad_clip"],
+                chunk=chunk,
                 reduce_gradients=workers.average_gradients,
             )
             step += 1
@@ -421,7 +459,8 @@ def _train(
                 with torch.no_grad():
                     error = task.error(view.read(view.write(patterns), queries), patterns).mean().item()
                 if writer is not None:
-                    _log(writer, model, stats, error, step, (step - start_step) / (time.perf_counter() - started))
+                    speed = (step - start_step) / (time.perf_counter() - started)
+                    _log(writer, model, stats, error, step, speed, peak_memory_mb(device))
                 bar.set_postfix(loss=f"{loss:.3g}", error=f"{error:.3g}")
             if step % settings["checkpoint_every"] == 0:
                 save()
@@ -434,6 +473,8 @@ def _train(
         if writer is not None:
             writer.close()
     speed = (step - start_step) / max(time.perf_counter() - started, 1e-9)
+    peak = peak_memory_mb(device)
+    rate = f"{speed:.2f} steps/s" + (f" ({1 / speed:.1f} s per meta-step)" if 0 < speed < 1 else "")
     status = "done"
     if interrupted or timed_out:
         status = f"{'interrupted' if interrupted else 'time limit'}; continue with `{PROGRAM} --resume {run_dir}`"
@@ -444,16 +485,26 @@ def _train(
         measured.append(f"{task.metric} {error:.4g}")
     print(
         f"{config['model']} on {config['dataset']} (memory {memory_size} floats): step {step}/{settings['steps']}, "
-        f"{', '.join(measured)}, {speed:.2f} steps/s; {status}; checkpoint {checkpoint_file}"
+        f"{', '.join(measured)}, {rate}; {status}; peak memory {peak / 1024:.2f} GiB; checkpoint "
+        f"{checkpoint_file}"
     )
     return TrainResult(run_dir, checkpoint_file, step, memory_size, loss, error, interrupted)
 
 
-def _log(writer: SummaryWriter, model: torch.nn.Module, stats: dict[str, float], error: float, step: int, speed: float):
+def _log(
+    writer: SummaryWriter,
+    model: torch.nn.Module,
+    stats: dict[str, float],
+    error: float,
+    step: int,
+    speed: float,
+    peak_mb: float,
+) -> None:
     writer.add_scalar("train/loss", stats["loss"], step)
     writer.add_scalar("train/grad_norm", stats["grad_norm"], step)
     writer.add_scalar("train/error", error, step)
     writer.add_scalar("time/steps_per_second", speed, step)
+    writer.add_scalar("time/peak_memory_mb", peak_mb, step)
     if isinstance(model, EBMM):
         writer.add_scalar("memory/alpha", model.alpha.item(), step)
         writer.add_scalar("memory/beta", model.beta.item(), step)
