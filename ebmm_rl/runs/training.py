@@ -186,7 +186,8 @@ class PreparedRun:
         """Go on to the next stage at the model's step: its envs, its settings (:func:`ebmm_rl.runs.curriculum.apply_stage`)
         and fresh episode statistics."""
         self.close()
-        self.position = StagePosition(self.position.index + 1, self.model.num_timesteps, 0)
+        # In place: the checkpoints and the gate read this position.
+        self.position.index, self.position.start, self.position.held = self.position.index + 1, self.model.num_timesteps, 0
         self.env, self.eval_env = _make_envs(self.agent, self.spec.settings, self.stage)
         self.model.set_env(self.env)  # the next learn() resets the new envs
         self.model.ep_info_buffer.clear()
