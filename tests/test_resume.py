@@ -18,6 +18,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
 from ebmm_rl import evaluate, train
+from ebmm_rl.runs.checkpoints import read_training_state
 
 EXACT = [
     "--env", "EBMM-MemoryShort",
@@ -181,24 +182,28 @@ def test_a_recurrent_run_killed_and_resumed_ends_bit_for_bit_equal(tmp_path):
 
 
 def test_a_curriculum_run_resumed_across_its_stage_boundary_ends_bit_for_bit_equal(tmp_path):
-    """The run is killed in its second stage and its checkpoint there is damaged: it resumes in the first stage and
-    advances again at the same step, to the same model, evaluations and curves."""
+    """The run is killed in its second stage. Resumed there, or, with its checkpoint there damaged, in the first stage
+    (advancing again at the same step), it ends with the same model, evaluations and curves."""
     config = tmp_path / "curriculum.yml"
     config.write_text(CURRICULUM)
     arguments = [*EXACT, "--config", str(config)]
     assert train.main([*arguments, "--run-dir", str(tmp_path / "uninterrupted")]).exit_code == 0
     uninterrupted = the_run(tmp_path / "uninterrupted")
     assert [row[4] for row in evaluations(uninterrupted)] == ["1", "1", "2", "2"]
+    for steps, stage in ((32, {"index": 0, "start": 0, "held": 1}), (96, {"index": 1, "start": 64, "held": 0})):
+        assert read_training_state(uninterrupted / "checkpoints" / f"model_{steps}_steps.zip").stage == stage
     killed = run_with_fault("sigkill-during-checkpoint-write", 96, [*arguments, "--run-dir", str(tmp_path / "killed")])
     assert killed.returncode == -9, killed.stderr
     assert "Advancing at 64 steps to stage 2 of 2 (long, EBMM-MemoryShort-v0)" in killed.stdout
     run_dir = the_run(tmp_path / "killed")
+    in_second_stage = Path(shutil.copytree(run_dir, tmp_path / "copy" / run_dir.name))
     second_stage = run_dir / "checkpoints" / "model_64_steps.zip"  # the second stage's first rollout start
     second_stage.write_bytes(second_stage.read_bytes()[:100])
 
-    resumed = train.main(["--resume", str(run_dir), "--no-progress", "--threads", "1"])
-    assert (resumed.num_timesteps, resumed.stage) == (128, "stage 2 of 2 (long, EBMM-MemoryShort-v0)")
-    assert_same_training(uninterrupted, run_dir)
+    for resumed_dir in (run_dir, in_second_stage):  # from 32 steps, in the first stage, and from 64, in the second
+        resumed = train.main(["--resume", str(resumed_dir), "--no-progress", "--threads", "1"])
+        assert (resumed.num_timesteps, resumed.stage) == (128, "stage 2 of 2 (long, EBMM-MemoryShort-v0)")
+        assert_same_training(uninterrupted, resumed_dir)
 
 
 def test_sigterm_during_an_evaluation_saves_exits_143_and_the_resume_redoes_the_evaluation(uninterrupted, tmp_path):

@@ -186,7 +186,8 @@ class PreparedRun:
         """Go on to the next stage at the model's step: its envs, its settings (:func:`ebmm_rl.runs.curriculum.apply_stage`)
         and fresh episode statistics."""
         self.close()
-        self.position = StagePosition(self.position.index + 1, self.model.num_timesteps, 0)
+        # In place: the checkpoints and the gate read this position.
+        self.position.index, self.position.start, self.position.held = self.position.index + 1, self.model.num_timesteps, 0
         self.env, self.eval_env = _make_envs(self.agent, self.spec.settings, self.stage)
         self.model.set_env(self.env)  # the next learn() resets the new envs
         self.model.ep_info_buffer.clear()
@@ -273,8 +274,8 @@ def start_run(
     :param timesteps: ``n_timesteps`` over the config's.
     :param n_envs: ``n_envs`` over the config's.
     :return: the new run's spec.
-    :raises ValueError: for an unknown agent, env id or config key, a bad override or a value its consumer does not
-        accept (one line, with suggestions).
+    :raises ValueError: for an unknown agent, env id or config key, a bad override, a value its consumer does not
+        accept or a curriculum whose stages do not fit one model (one line, with suggestions).
     """
     settings = {key: DEFAULTS[key] if options.get(key) is None else options[key] for key in SETTINGS}
     check_settings(settings)
@@ -287,6 +288,9 @@ def start_run(
             config[key] = value
     validate(config, agent, "--timesteps/--n-envs")
     check_arguments(config, agent, "--set " + " ".join(overrides) if overrides else "config")
+    run_stages = stages(config, settings["env"], agent)
+    if run_stages[0].name is not None:
+        check_spaces(run_stages, agent)
     return RunSpec(settings, config, command, parent=Path(options.get("run_dir") or DEFAULTS["run_dir"]))
 
 
@@ -352,23 +356,19 @@ def _make_envs(agent: Agent, settings: Mapping[str, Any], stage: Stage) -> tuple
 def prepare_run(spec: RunSpec, threads: int | None = None) -> PreparedRun:
     """Build a run's envs and model, or load the newest readable checkpoint of a run to resume; nothing is written.
 
-    A curriculum's stages are checked first (every stage's env gives the same spaces), and a resumed run builds the
-    envs of the stage its checkpoint is in.
+    A resumed run builds the envs of the curriculum stage its checkpoint is in.
 
     :param spec: the run (:func:`start_run` or :func:`resume_run`).
     :param threads: torch CPU threads (``None``: torch's choice).
     :return: the prepared run; :func:`train_run` trains it.
-    :raises ValueError: if the config does not fit the env or the algorithm, the stages' envs differ, or no checkpoint
-        can be loaded (naming each file and its problem).
+    :raises ValueError: if the config does not fit the env or the algorithm, or no checkpoint can be loaded (naming each
+        file and its problem).
     """
     if threads is not None:
         torch.set_num_threads(threads)
     settings, config = spec.settings, spec.config
     agent = get_agent(settings["agent"])
-    run_stages = stages(config, settings["env"], agent)
-    curriculum = run_stages[0].name is not None
-    if curriculum:
-        check_spaces(run_stages, agent)
+    run_stages = stages(config, settings["env"], agent)  # checked by start_run
     seed, device = settings["seed"], settings["device"]
     if spec.run_dir is None:
         position = StagePosition()
@@ -391,7 +391,7 @@ def prepare_run(spec: RunSpec, threads: int | None = None) -> PreparedRun:
         prepared = PreparedRun(spec, agent, model, env, eval_env, run_stages, position)
     else:
         prepared = _load_resumed(spec, agent, run_stages)
-    if curriculum:
+    if run_stages[0].name is not None:
         apply_stage(prepared.model, prepared.stage, agent, prepared.position.start, prepared.stage_end)
     return prepared
 
