@@ -88,10 +88,11 @@ SETTINGS_DEFAULTS: dict[str, Any] = {
 """Run settings: they may change when a run is resumed (``init_from`` acts only when a run starts). ``memory_chunk``
 None takes :func:`default_memory_chunk`."""
 CONV_MEMORY_CHUNK = 1
-"""Memories meta-differentiated at once with the conv energy by default. One memory of 64 32x32 images (the default
-conv EBMM, 5 write and 5 read steps, second order) peaks at about 6 GB on the CPU, so the default batch of 8 at once
-needs more than 16 GB (it ran out of 24); on the CPU the step is compute-bound and chunks cost no time
-(``results/recall_peak_memory/``)."""
+"""Memories meta-differentiated at once with the conv energy by default. The default conv EBMM (64 32x32 images per
+memory, 5 write and 5 read steps, second order) peaks at 7.4 GiB on the CPU one memory at a time, and each memory
+more adds about 7 GiB, so two would be close to 16 GiB and the default batch of 8 at once needs about 55 GiB (it ran
+out of 24). Smaller chunks cost some time (at 16 images per memory: 55 s a meta-step in chunks of 1, 38 s in chunks
+of 2 or 4); ``results/recall_peak_memory/``."""
 RESUMABLE_CONFIG_KEYS = ("lr",)
 """Config keys that a resumed run may change: the learning rate, to go on at a lower one."""
 INIT_FROM_CHANGES = ("write_steps", "read_steps", "grad_mode", "gradient_penalty", "write_count_floor")

@@ -13,8 +13,8 @@
 # DATA_ROOT: the folder of images_background_small1.zip and images_background_small2.zip (default: the first of
 # ../shared/data/omniglot and shared/data/omniglot that exists). TRAIN_SECONDS (default 360) bounds each training; the
 # evaluation takes about a minute more. MEMORY_CHUNK (default 4) is the memories meta-differentiated at once per
-# EBMM: a memory of 64 32x32 images needs about 6 GB in the second-order graph (on the CPU), so three EBMMs at 4 need
-# about 75 GB; lower it if a run reports CUDA out of memory. DEVICE (default cuda) and BATCHES (default 200, the
+# EBMM: a memory of 64 32x32 images needs about 7 GB in the second-order graph (on the CPU), so three EBMMs at 4 need
+# about 85 GB; lower it if a run reports CUDA out of memory. DEVICE (default cuda) and BATCHES (default 200, the
 # evaluated memories) exist for a smoke test on the CPU: DEVICE=cpu BATCHES=2 bash results/gpu/omniglot_conv.sh OUT "" 0
 # Run it as one device call, e.g.
 #   bash results/gpu/omniglot_conv.sh /tmp/omniglot_gpu; tar czf "$OUT/omniglot_gpu.tgz" -C /tmp omniglot_gpu
