@@ -2,7 +2,7 @@
 meta-gradient costs: one fresh process per configuration (``ru_maxrss`` is a process's peak), each training for a
 few meta-steps with ``python -m ebmm_rl.recall train`` and reporting its own peak and speed in its last line.
 
-    OMP_NUM_THREADS=1 python results/recall_peak_memory/measure.py --omniglot-root ../shared/data/omniglot \
+    OMP_NUM_THREADS=1 python -m ebmm_rl.bench.recall_memory --omniglot-root ../shared/data/omniglot \
         --out results/recall_peak_memory/peak_memory.csv
 
 CIFAR-10 cannot be downloaded on machines without internet: its configuration then runs on a stand-in archive of the
@@ -76,7 +76,7 @@ def train_with_stand_in(md5: str, argv: list[str]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m ebmm_rl.bench.recall_memory", description=__doc__.split("\n\n")[0])
     parser.add_argument("--omniglot-root", required=True, help="folder of images_background_small1/2.zip")
     parser.add_argument("--out", type=Path, required=True, help="CSV to write")
     parser.add_argument("--only", nargs="+", help="configurations whose name starts with one of these")
