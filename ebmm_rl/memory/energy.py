@@ -19,6 +19,11 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+sigmoid_backward = torch.ops.aten.sigmoid_backward
+"""``sigmoid_backward(grad, y) = grad * y * (1 - y)`` for ``y = sigmoid(x)``: the chain rule through a sigmoid in one op."""
+tanh_backward = torch.ops.aten.tanh_backward
+"""``tanh_backward(grad, y) = grad * (1 - y ** 2)`` for ``y = tanh(x)``."""
+
 
 class IndexedPatterns(NamedTuple):
     """The patterns of a batch of memories given as distinct rows and, per memory, the rows it holds: the same values
@@ -228,13 +233,14 @@ class GatedHops(nn.Module):
         pre_grad_sum = None
         for hop in reversed(range(self.hops)):
             _, gate, candidate = steps[hop]
+            candidate_grad = state_grad * gate
             # The first hop starts from the zero state: nothing flows to it.
-            gate_pre = state_grad * (candidate if hop == 0 else candidate - steps[hop - 1][0]) * gate * (1 - gate)
-            candidate_pre = state_grad * gate * (1 - candidate.pow(2))
-            pre_grad = torch.cat([gate_pre, candidate_pre], dim=-1)  # [..., 2 * hop_dim]
-            pre_grad_sum = pre_grad if pre_grad_sum is None else pre_grad_sum + pre_grad
+            gate_grad = state_grad * (candidate if hop == 0 else candidate - steps[hop - 1][0])
+            # The activations' own backward ops: one op each for sigmoid' and tanh', differentiable at every order.
+            pre_grad = torch.cat([sigmoid_backward(gate_grad, gate), tanh_backward(candidate_grad, candidate)], dim=-1)
+            pre_grad_sum = pre_grad if pre_grad_sum is None else pre_grad_sum + pre_grad  # [..., 2 * hop_dim]
             if hop > 0:
-                state_grad = torch.addcmul(pre_grad @ state_weight, state_grad, 1 - gate)
+                state_grad = pre_grad @ state_weight + (state_grad - candidate_grad)  # through the (1 - gate) * state
         return pre_grad_sum @ input_weight
 
     def _split_weight(self) -> tuple[Tensor, Tensor]:
@@ -303,7 +309,7 @@ class MLPEnergy(EnergyNet):
         h = torch.tanh(normalised * norm.weight + norm.bias)  # [batch, patterns, hidden]
         fast_out_grad, static_grad = self._hop_input_grads(h, weight, bias)
         h_grad = torch.baddbmm(static_grad @ self.static.weight, fast_out_grad, weight)  # [batch, patterns, hidden]
-        normalised_grad = h_grad * (1 - h.pow(2)) * norm.weight  # [batch, patterns, hidden]
+        normalised_grad = tanh_backward(h_grad, h) * norm.weight  # [batch, patterns, hidden]
         pre_norm_grad = inverse_std * (
             normalised_grad
             - normalised_grad.mean(dim=-1, keepdim=True)
@@ -342,7 +348,7 @@ class MLPEnergy(EnergyNet):
         """d energy / d (fast layer output) ``[batch, patterns, fast_units]`` and d energy / d (static layer output)
         ``[batch, patterns, hop_dim]``."""
         z = self._hop_input(h, weight, bias, shared)
-        pre_tanh_grad = self.hops.input_gradient(z) * (1 - z.pow(2))
+        pre_tanh_grad = tanh_backward(self.hops.input_gradient(z), z)
         return pre_tanh_grad[..., : self.fast_units], pre_tanh_grad[..., self.fast_units :]
 
 

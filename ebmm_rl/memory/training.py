@@ -25,6 +25,7 @@ def meta_train_step(
     mask: Tensor | None = None,
     max_grad_norm: float = 0.05,
     reduce_gradients: Callable[[Iterable[torch.nn.Parameter]], None] | None = None,
+    meta_loss: Callable[..., Tensor] | None = None,
 ) -> dict[str, float]:
     """One meta-gradient step through the unrolled write and read, clipped by global norm (the paper: 0.05).
 
@@ -32,10 +33,13 @@ def meta_train_step(
     :param queries: ``[batch, n, dim]``
     :param reduce_gradients: called with the parameters after ``backward``, before clipping: data-parallel training
         averages the gradients over its processes there
+    :param meta_loss: the loss to differentiate, called like ``memory.meta_loss`` (its default); pass
+        ``torch.compile(memory.meta_loss)`` to fuse the many small ops of the unrolled write and read: the same loss and
+        gradients, after a compilation of a few minutes
     :return: ``{"loss": ..., "grad_norm": ...}`` (the norm before clipping)
     """
     optimizer.zero_grad(set_to_none=True)
-    loss = memory.meta_loss(patterns, queries, write=write, mask=mask)
+    loss = (meta_loss or memory.meta_loss)(patterns, queries, write=write, mask=mask)
     loss.backward()
     if reduce_gradients is not None:
         reduce_gradients(memory.parameters())
