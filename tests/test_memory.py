@@ -12,6 +12,7 @@ from ebmm_rl.memory import (
     EBMM,
     ConvEnergy,
     EnergyNet,
+    GatedHops,
     IndexedPatterns,
     MemoryState,
     MLPEnergy,
@@ -344,6 +345,50 @@ def test_mlp_energy_closed_form_gradients_match_autograd(hops):
         for name, gradient in (("closed", MLPEnergy.input_gradient), ("autograd", EnergyNet.input_gradient))
     }
     assert torch.allclose(penalty["closed"], penalty["autograd"], atol=1e-12)
+
+
+def test_gated_hops_compute_the_gated_recurrence():
+    # The hops compute the input's share of the pre-activations once; the energy is that of the plain recurrence.
+    torch.manual_seed(0)
+    hops = GatedHops(in_features=5, hop_dim=4, hops=3).double()
+    z = torch.randn(2, 3, 5, dtype=torch.float64)
+    state = torch.zeros(2, 3, 4, dtype=torch.float64)
+    for _ in range(3):
+        joint = torch.cat([z, state], dim=-1)
+        gate, candidate = torch.sigmoid(hops.gate(joint)), torch.tanh(hops.candidate(joint))
+        state = (1 - gate) * state + gate * candidate
+    assert torch.allclose(hops(z), hops.head(state).squeeze(-1), atol=1e-14)
+
+
+class AutogradMLPEnergy(MLPEnergy):
+    """MLPEnergy whose gradients are autograd's through its forward (EnergyNet's defaults), not its closed forms."""
+
+    input_gradient = EnergyNet.input_gradient
+    fast_gradient = EnergyNet.fast_gradient
+
+
+@pytest.mark.parametrize("gradient_penalty", [False, True])
+@pytest.mark.parametrize("write", ["batch", "stream"])
+def test_meta_gradient_of_the_closed_forms_equals_autograd_through_the_energy(gradient_penalty, write):
+    torch.manual_seed(0)
+    kwargs = {"write_steps": 2, "read_steps": 2, "projection": (-1.0, 1.0), "gradient_penalty": gradient_penalty}
+    closed = EBMM(MLPEnergy(6, hidden=5, fast_units=3, hops=2, hop_dim=4), **kwargs).double()
+    with torch.no_grad():
+        for parameter in closed.parameters():  # away from the initial unit gains and zero biases
+            parameter.add_(0.2 * torch.randn_like(parameter))
+    reference = EBMM(AutogradMLPEnergy(6, hidden=5, fast_units=3, hops=2, hop_dim=4), **kwargs).double()
+    reference.load_state_dict(closed.state_dict())
+    patterns = random_bits(2, 3, dim=6).double()
+    queries = flip_bits(patterns, 2)
+    gradients = {}
+    for name, memory in (("closed", closed), ("autograd", reference)):
+        loss = memory.meta_loss(patterns, queries, write=write)
+        gradients[name] = torch.autograd.grad(loss, list(memory.parameters()), allow_unused=True)
+    assert any(gradient is not None and gradient.abs().max() > 1e-3 for gradient in gradients["closed"])
+    for mine, theirs in zip(gradients["closed"], gradients["autograd"], strict=True):
+        assert (mine is None) == (theirs is None)
+        if mine is not None:
+            assert torch.allclose(mine, theirs, rtol=1e-9, atol=1e-12)
 
 
 def test_mlp_energy_fast_gradient_of_shared_weights_is_per_memory():

@@ -19,6 +19,11 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+sigmoid_backward = torch.ops.aten.sigmoid_backward
+"""``sigmoid_backward(grad, y) = grad * y * (1 - y)`` for ``y = sigmoid(x)``: the chain rule through a sigmoid in one op."""
+tanh_backward = torch.ops.aten.tanh_backward
+"""``tanh_backward(grad, y) = grad * (1 - y ** 2)`` for ``y = tanh(x)``."""
+
 
 class IndexedPatterns(NamedTuple):
     """The patterns of a batch of memories given as distinct rows and, per memory, the rows it holds: the same values
@@ -212,7 +217,7 @@ class GatedHops(nn.Module):
 
     def forward(self, z: Tensor) -> Tensor:
         """:param z: ``[..., in_features]`` :return: energy ``[...]``"""
-        return self.head(self._states(z, self._joint_weight())[-1][0]).squeeze(-1)
+        return self.head(self._states(z)[-1][0]).squeeze(-1)
 
     def input_gradient(self, z: Tensor) -> Tensor:
         """d energy / d z in closed form (backpropagation through the hops written out).
@@ -220,50 +225,47 @@ class GatedHops(nn.Module):
         :param z: ``[..., in_features]``
         :return: ``[..., in_features]``
         """
-        in_features = z.shape[-1]
-        joint_weight = self._joint_weight()  # [2 * hop_dim, in_features + hop_dim]
-        steps = self._states(z, joint_weight)
+        steps = self._states(z)
+        input_weight, state_weight = self._split_weight()
         state_grad = self.head.weight[0].expand(*z.shape[:-1], self.hop_dim)  # d energy / d state, [..., hop_dim]
-        z_grad = None
+        # Every hop reads the same z: the gradients of the hops' pre-activations are summed, and one product with the
+        # input's weight gives d energy / d z.
+        pre_grad_sum = None
         for hop in reversed(range(self.hops)):
             _, gate, candidate = steps[hop]
-            # The first hop starts from the zero state: nothing flows to it, and its input is z alone.
-            gate_pre = state_grad * (candidate if hop == 0 else candidate - steps[hop - 1][0]) * gate * (1 - gate)
-            candidate_pre = state_grad * gate * (1 - candidate.pow(2))
-            pre_grad = torch.cat([gate_pre, candidate_pre], dim=-1)  # [..., 2 * hop_dim]
-            if hop == 0:
-                z_part = pre_grad @ joint_weight[:, :in_features]
-            else:
-                joint_grad = pre_grad @ joint_weight  # [..., in_features + hop_dim]
-                z_part = joint_grad[..., :in_features]
-                state_grad = state_grad * (1 - gate) + joint_grad[..., in_features:]
-            z_grad = z_part if z_grad is None else z_grad + z_part
-        return z_grad
+            candidate_grad = state_grad * gate
+            # The first hop starts from the zero state: nothing flows to it.
+            gate_grad = state_grad * (candidate if hop == 0 else candidate - steps[hop - 1][0])
+            # The activations' own backward ops: one op each for sigmoid' and tanh', differentiable at every order.
+            pre_grad = torch.cat([sigmoid_backward(gate_grad, gate), tanh_backward(candidate_grad, candidate)], dim=-1)
+            pre_grad_sum = pre_grad if pre_grad_sum is None else pre_grad_sum + pre_grad  # [..., 2 * hop_dim]
+            if hop > 0:
+                state_grad = pre_grad @ state_weight + (state_grad - candidate_grad)  # through the (1 - gate) * state
+        return pre_grad_sum @ input_weight
 
-    def _joint_weight(self) -> Tensor:
-        """The gate's and the candidate's weights stacked, ``[2 * hop_dim, in_features + hop_dim]``: one matrix
-        product per hop computes both."""
-        return torch.cat([self.gate.weight, self.candidate.weight])
+    def _split_weight(self) -> tuple[Tensor, Tensor]:
+        """The gate's and the candidate's weights stacked and split by what they read: the input's
+        ``[2 * hop_dim, in_features]`` and the state's ``[2 * hop_dim, hop_dim]``. One matrix product per hop computes
+        both gate and candidate."""
+        joint_weight = torch.cat([self.gate.weight, self.candidate.weight])  # [2 * hop_dim, in_features + hop_dim]
+        in_features = joint_weight.shape[1] - self.hop_dim
+        return joint_weight[:, :in_features], joint_weight[:, in_features:]
 
-    def _states(self, z: Tensor, joint_weight: Tensor) -> list[tuple[Tensor, Tensor, Tensor]]:
-        """(state, gate, candidate) after each hop; the hops start from the zero state.
-
-        :param joint_weight: :meth:`_joint_weight`
-        """
-        in_features = z.shape[-1]
-        joint_bias = torch.cat([self.gate.bias, self.candidate.bias])  # [2 * hop_dim]
+    def _states(self, z: Tensor) -> list[tuple[Tensor, Tensor, Tensor]]:
+        """(state, gate, candidate) after each hop; the hops start from the zero state."""
+        input_weight, state_weight = self._split_weight()
+        # z is the same at every hop: its share of the pre-activations is computed once.
+        input_pre = F.linear(z, input_weight, torch.cat([self.gate.bias, self.candidate.bias]))  # [..., 2 * hop_dim]
 
         def gate_and_candidate(pre: Tensor) -> tuple[Tensor, Tensor]:
             return torch.sigmoid(pre[..., : self.hop_dim]), torch.tanh(pre[..., self.hop_dim :])
 
-        # The first hop, from the zero state: the state's half of the product is zero.
-        gate, candidate = gate_and_candidate(F.linear(z, joint_weight[:, :in_features], joint_bias))
+        gate, candidate = gate_and_candidate(input_pre)  # the first hop, from the zero state
         state = gate * candidate  # [..., hop_dim]
         steps = [(state, gate, candidate)]
         for _ in range(1, self.hops):
-            pre = F.linear(torch.cat([z, state], dim=-1), joint_weight, joint_bias)  # [..., 2 * hop_dim]
-            gate, candidate = gate_and_candidate(pre)
-            state = (1 - gate) * state + gate * candidate
+            gate, candidate = gate_and_candidate(input_pre + F.linear(state, state_weight))
+            state = torch.addcmul(state, gate, candidate - state)  # (1 - gate) * state + gate * candidate
             steps.append((state, gate, candidate))
         return steps
 
@@ -307,7 +309,7 @@ class MLPEnergy(EnergyNet):
         h = torch.tanh(normalised * norm.weight + norm.bias)  # [batch, patterns, hidden]
         fast_out_grad, static_grad = self._hop_input_grads(h, weight, bias)
         h_grad = torch.baddbmm(static_grad @ self.static.weight, fast_out_grad, weight)  # [batch, patterns, hidden]
-        normalised_grad = h_grad * (1 - h.pow(2)) * norm.weight  # [batch, patterns, hidden]
+        normalised_grad = tanh_backward(h_grad, h) * norm.weight  # [batch, patterns, hidden]
         pre_norm_grad = inverse_std * (
             normalised_grad
             - normalised_grad.mean(dim=-1, keepdim=True)
@@ -346,7 +348,7 @@ class MLPEnergy(EnergyNet):
         """d energy / d (fast layer output) ``[batch, patterns, fast_units]`` and d energy / d (static layer output)
         ``[batch, patterns, hop_dim]``."""
         z = self._hop_input(h, weight, bias, shared)
-        pre_tanh_grad = self.hops.input_gradient(z) * (1 - z.pow(2))
+        pre_tanh_grad = tanh_backward(self.hops.input_gradient(z), z)
         return pre_tanh_grad[..., : self.fast_units], pre_tanh_grad[..., self.fast_units :]
 
 

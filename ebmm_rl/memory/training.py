@@ -28,6 +28,7 @@ def meta_train_step(
     max_grad_norm: float = 0.05,
     chunk: int | None = None,
     reduce_gradients: Callable[[Iterable[torch.nn.Parameter]], None] | None = None,
+    meta_loss: Callable[..., Tensor] | None = None,
 ) -> dict[str, float]:
     """One meta-gradient step through the unrolled write and read, clipped by global norm (the paper: 0.05).
 
@@ -42,6 +43,9 @@ def meta_train_step(
     :param chunk: memories differentiated at once (default: all of them)
     :param reduce_gradients: called with the parameters after the backward passes, before clipping: data-parallel
         training averages the gradients over its processes there
+    :param meta_loss: the loss to differentiate, called like ``memory.meta_loss`` (its default); pass
+        ``torch.compile(memory.meta_loss)`` to fuse the many small ops of the unrolled write and read: the same loss and
+        gradients, after a compilation of a few minutes
     :return: ``{"loss": ..., "grad_norm": ...}`` (the loss of the whole batch, the norm before clipping)
     """
     batch = patterns.shape[0]
@@ -56,7 +60,9 @@ def meta_train_step(
     for start in range(0, batch, chunk):
         part = slice(start, start + chunk)
         share = scored[part].sum() / scored.sum().clamp(min=1)  # meta_loss is a mean over the chunk's scored queries
-        loss = memory.meta_loss(patterns[part], queries[part], write=write, mask=None if mask is None else mask[part])
+        loss = (meta_loss or memory.meta_loss)(
+            patterns[part], queries[part], write=write, mask=None if mask is None else mask[part]
+        )
         (loss * share).backward()
         total += (loss * share).item()
     if reduce_gradients is not None:

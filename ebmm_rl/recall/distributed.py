@@ -115,6 +115,8 @@ def join(device: str) -> tuple[Workers, str]:
 
 
 def leave() -> None:
-    """Leave the process group, if this process joined one."""
+    """Leave the process group, if this process joined one, once every process is done with it (a process that tears
+    its connections down while another still writes its checkpoint can abort it)."""
     if dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()

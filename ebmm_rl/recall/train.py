@@ -84,6 +84,7 @@ SETTINGS_DEFAULTS: dict[str, Any] = {
     "run_dir": "runs",
     "init_from": None,
     "memory_chunk": None,
+    "compile": False,
 }
 """Run settings: they may change when a run is resumed (``init_from`` acts only when a run starts). ``memory_chunk``
 None takes :func:`default_memory_chunk`."""
@@ -228,6 +229,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="start from the trained model of another run (a new run: step 0, a fresh optimiser); the model options "
         "must match it except --write-steps, --read-steps (new steps repeat the source's last), --grad-mode and "
         "--[no-]gradient-penalty, e.g. to go on with --read-steps 10",
+    )
+    run.add_argument(
+        "--compile",
+        action="store_true",
+        default=None,
+        help="torch.compile the meta-loss: the same training, each step 1.5-2x faster after a compilation of 2-5 "
+        "minutes (worth it from about a thousand steps on)",
     )
     run.add_argument("--no-tensorboard", action="store_true", help="write no TensorBoard events")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -415,6 +423,8 @@ def _train(
     checkpoint_file = run_dir / CHECKPOINT_FILE
     tensorboard = settings["tensorboard"] and workers.is_main
     writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=step) if tensorboard else None
+    # Compiled on its first call, so its compilation counts in the run's time and speed.
+    meta_loss = torch.compile(model.meta_loss) if settings["compile"] else None
     start_step, started = step, time.perf_counter()
 
     def save() -> None:
@@ -453,6 +463,7 @@ def _train(
                 max_grad_norm=config["grad_clip"],
                 chunk=chunk,
                 reduce_gradients=workers.average_gradients,
+                meta_loss=meta_loss,
             )
             step += 1
             loss = workers.mean(stats["loss"])
