@@ -276,7 +276,9 @@ def load_config(
     env_id = resolve_env_id(env_id)
     path = config_path(agent)
     if not path.is_file():
-        raise FileNotFoundError(f"Agent {agent.name!r} has no config file {path}; add configs/{agent.name}.yml (see configs/ppo.yml).")
+        raise FileNotFoundError(
+            f"Agent {agent.name!r} has no config file {path}; add configs/{agent.name}.yml (see configs/ppo.yml)."
+        )
     config: dict[str, Any] = {"policy": agent.policy, **agent.run_defaults}
     layers = [(f"{path} [{name}]", section) for name, section in env_sections(load_yaml(path), env_id, str(path))]
     if config_file is not None:
