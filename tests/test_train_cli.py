@@ -173,7 +173,7 @@ def test_benchmark_writes_csv_json_and_png(tmp_path):
         ("ppo", "EBMM-MemoryShort-v0", "0", "32"),
     ]
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["threshold"] == 0.95
+    assert summary["thresholds"] == {"EBMM-MemoryShort-v0": 0.95}
     assert summary["summary"][0]["agent"] == "ppo"
     assert summary["summary"][0]["seeds"] == 1
     assert summary["runs"][0]["timesteps"] == 32

@@ -19,6 +19,12 @@ def checkpoint_path(directory: str | Path, num_timesteps: int) -> Path:
     return Path(directory) / f"model_{num_timesteps}_steps.zip"
 
 
+def normalization_file(model_path: str | Path) -> Path:
+    """Where the ``VecNormalize`` statistics of a saved model are: ``<stem>_vecnormalize.pkl`` beside it."""
+    model_path = Path(model_path)
+    return model_path.with_name(f"{model_path.stem}_vecnormalize.pkl")
+
+
 def latest_checkpoint(directory: str | Path) -> Path | None:
     """The checkpoint with the most steps in a directory.
 
@@ -41,7 +47,7 @@ def save_atomically(model: BaseAlgorithm, path: str | Path) -> Path:
     path = write_atomically(path, model.save)
     vec_normalize = model.get_vec_normalize_env()
     if vec_normalize is not None:
-        write_atomically(path.with_name(f"{path.stem}_vecnormalize.pkl"), vec_normalize.save)
+        write_atomically(normalization_file(path), vec_normalize.save)
     return path
 
 

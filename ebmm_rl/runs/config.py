@@ -4,7 +4,8 @@
 A config is resolved for one agent and env by merging, each layer over the previous one (nested mappings merge key by
 key):
 
-1. the agent's defaults (``policy`` and, for agents with a window, ``window``);
+1. the agent's defaults (``policy``, unless the policy follows the observation space, and for agents with a window,
+   ``window``);
 2. the file's ``default`` section, then the section of the env;
 3. ``--config FILE``: a flat mapping (e.g. a run's saved ``config.yml``) or a file keyed by env id like those in
    ``configs/``;
@@ -45,6 +46,7 @@ RUN_KEYS: dict[str, str] = {
     "n_envs": "number of parallel training envs",
     "n_timesteps": "total environment steps to train for",
     "env_kwargs": "keyword arguments of ebmm_rl.envs.make_env and gymnasium.make (e.g. agent_view_size, three_actions)",
+    "normalize": "normalise observations and rewards with SB3's VecNormalize (rl-zoo's key; true or VecNormalize kwargs)",
     "novelty_bonus": "training reward per pose new in the episode (ebmm_rl.sb3.exploration); 0 or absent: none",
     "novelty_bonus_steps": "environment steps over which novelty_bonus decays linearly to 0",
 }
@@ -279,7 +281,7 @@ def load_config(
         raise FileNotFoundError(
             f"Agent {agent.name!r} has no config file {path}; add configs/{agent.name}.yml (see configs/ppo.yml)."
         )
-    config: dict[str, Any] = {"policy": agent.policy, **agent.run_defaults}
+    config: dict[str, Any] = {**({"policy": agent.policy} if agent.policy else {}), **agent.run_defaults}
     layers = [(f"{path} [{name}]", section) for name, section in env_sections(load_yaml(path), env_id, str(path))]
     if config_file is not None:
         data = load_yaml(config_file) or {}

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import yaml
 from stable_baselines3.common.base_class import BaseAlgorithm
@@ -30,7 +31,7 @@ from stable_baselines3.common.callbacks import CallbackList, ProgressBarCallback
 from ebmm_rl import envs
 from ebmm_rl.agents import get_agent
 from ebmm_rl.runs.atomic import replace_atomically
-from ebmm_rl.runs.checkpoints import CheckpointCallback, latest_checkpoint
+from ebmm_rl.runs.checkpoints import CheckpointCallback, latest_checkpoint, normalization_file
 from ebmm_rl.runs.config import load_config, load_yaml, split_config, validate
 from ebmm_rl.runs.directory import (
     ARGS_FILE,
@@ -43,7 +44,7 @@ from ebmm_rl.runs.directory import (
     TENSORBOARD_NAME,
     new_run_dir,
 )
-from ebmm_rl.runs.experiment import EVAL_SEED_OFFSET, make_vec_env, model_file
+from ebmm_rl.runs.experiment import EVAL_SEED_OFFSET, load_normalization, make_model, make_vec_env, model_file
 from ebmm_rl.sb3.callbacks import SuccessEvalCallback
 from ebmm_rl.sb3.exploration import NoveltyBonusSchedule, VecNoveltyBonus
 
@@ -87,7 +88,8 @@ class TrainResult:
     :param run_dir: the run directory.
     :param model_path: the final model, or the checkpoint saved on interruption.
     :param num_timesteps: environment steps trained, in total over all resumes.
-    :param success_rate: success rate of the final evaluation (``None`` if interrupted).
+    :param success_rate: success rate of the final evaluation (``None`` if interrupted, ``nan`` on an env without
+        success).
     :param mean_reward: mean return of the final evaluation (``None`` if interrupted).
     :param fps: environment steps per second since this start or resume (evaluations included).
     :param interrupted: whether training stopped on Ctrl-C (resume with ``--resume run_dir``).
@@ -174,6 +176,11 @@ def resume_run(
     return run_dir, settings, config, checkpoint
 
 
+def success_note(success_rate: float | None) -> str:
+    """``"success 95.0%, "``, or nothing for an env without success (a ``nan`` rate)."""
+    return "" if success_rate is None or np.isnan(success_rate) else f"success {success_rate:.1%}, "
+
+
 def summary_line(agent: str, env_id: str, result: TrainResult, episodes: int) -> str:
     """The one line printed at the end of a run."""
     if result.interrupted:
@@ -182,7 +189,7 @@ def summary_line(agent: str, env_id: str, result: TrainResult, episodes: int) ->
             f"{result.model_path}; continue with: {TRAIN_PROGRAM} --resume {shlex.quote(str(result.run_dir))}"
         )
     return (
-        f"{agent} on {env_id}: success {result.success_rate:.1%}, mean return {result.mean_reward:.3f} "
+        f"{agent} on {env_id}: {success_note(result.success_rate)}mean return {result.mean_reward:.3f} "
         f"({episodes} episodes) after {result.num_timesteps} steps, {result.fps:.0f} fps; model saved to {result.model_path}"
     )
 
@@ -216,12 +223,11 @@ def train_run(
     if novelty_bonus > 0:
         # Outside VecMonitor: the logged episode returns and every evaluation stay on the task's own reward.
         env = VecNoveltyBonus(env, novelty_bonus)
-    eval_env = make_vec_env(agent, env_id, config, min(run["n_envs"], settings["eval_episodes"]), seed + EVAL_SEED_OFFSET)
+    eval_envs = min(run["n_envs"], settings["eval_episodes"])
+    eval_env = make_vec_env(agent, env_id, config, eval_envs, seed + EVAL_SEED_OFFSET, training=False)
     model: BaseAlgorithm
     if checkpoint is None:
-        model = agent.algorithm(
-            env=env, seed=seed, device=settings["device"], tensorboard_log=str(run_dir), **algorithm_kwargs
-        )
+        model = make_model(agent, env, algorithm_kwargs, seed=seed, device=settings["device"], tensorboard_log=str(run_dir))
         if settings.get("init_from"):
             source = model_file(settings["init_from"])
             try:
@@ -233,6 +239,7 @@ def train_run(
                 ) from None
             print(f"Initialised from {source}")
     else:
+        load_normalization(env, checkpoint)
         model = agent.algorithm.load(checkpoint, env=env, device=settings["device"], tensorboard_log=str(run_dir))
         model.set_random_seed(seed + model.num_timesteps)  # new episodes, not a replay of the first ones
         print(f"Resuming {run_dir} from {checkpoint} at {model.num_timesteps} steps")
@@ -244,6 +251,7 @@ def train_run(
         n_eval_episodes=settings["eval_episodes"],
         deterministic=settings["eval_deterministic"],
         log_path=run_dir / EVALUATIONS_FILE,
+        success=envs.pays_on_success(env_id),
     )
     callbacks = [evaluation, checkpoints]  # a checkpoint at step N follows the evaluation at N
     if novelty_bonus > 0:
@@ -275,6 +283,8 @@ def train_run(
             if last is None or last["timesteps"] != model.num_timesteps:
                 last = evaluation.evaluate()
             replace_atomically(saved, run_dir / FINAL_MODEL)
+            if normalization_file(saved).is_file():
+                replace_atomically(normalization_file(saved), normalization_file(run_dir / FINAL_MODEL))
             result = TrainResult(
                 run_dir, run_dir / FINAL_MODEL, model.num_timesteps, last["success_rate"], last["mean_reward"], learn_fps
             )

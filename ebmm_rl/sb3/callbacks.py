@@ -28,8 +28,9 @@ def next_multiple(num_timesteps: int, frequency: int) -> int:
 class SuccessEvalCallback(BaseCallback):
     """Evaluate the policy every ``eval_freq`` environment steps on separate envs and log the success rate.
 
-    Success is an episode return > 0 (MiniGrid pays ``1 - 0.9 * steps / max_steps`` on success and 0 otherwise).
-    Logs ``eval/success_rate``, ``eval/mean_reward``, ``eval/std_reward`` and ``eval/mean_ep_length``, and appends a
+    Success is an episode return > 0 (MiniGrid pays ``1 - 0.9 * steps / max_steps`` on success and 0 otherwise); on an
+    env without success (``success=False``: CartPole, Pendulum...) the success rate is ``nan`` and not logged. Logs
+    ``eval/success_rate``, ``eval/mean_reward``, ``eval/std_reward`` and ``eval/mean_ep_length``, and appends a
     row of :data:`EVALUATION_FIELDS` to ``log_path``. Recurrent policies get their state and episode starts (through
     :func:`stable_baselines3.common.evaluation.evaluate_policy`).
 
@@ -40,6 +41,7 @@ class SuccessEvalCallback(BaseCallback):
     :param deterministic: act greedily instead of sampling.
     :param log_path: the CSV file; rows after the model's current step (left by an interrupted run) are dropped
         when training starts.
+    :param success: whether a return > 0 is a success (:func:`ebmm_rl.envs.pays_on_success`).
     :param verbose: 1 to print each evaluation.
     """
 
@@ -50,6 +52,7 @@ class SuccessEvalCallback(BaseCallback):
         n_eval_episodes: int,
         deterministic: bool = False,
         log_path: str | Path | None = None,
+        success: bool = True,
         verbose: int = 0,
     ):
         super().__init__(verbose)
@@ -58,6 +61,7 @@ class SuccessEvalCallback(BaseCallback):
         self.n_eval_episodes = n_eval_episodes
         self.deterministic = deterministic
         self.log_path = None if log_path is None else Path(log_path)
+        self.success = success
         self.last_result: dict[str, float] | None = None
         self._next_eval = 0
 
@@ -102,14 +106,14 @@ class SuccessEvalCallback(BaseCallback):
         elapsed = max((time.time_ns() - self.model.start_time) / 1e9, 1e-9)
         result = {
             "timesteps": self.model.num_timesteps,
-            "success_rate": float(np.mean(returns > 0)),
+            "success_rate": float(np.mean(returns > 0)) if self.success else float("nan"),
             "mean_reward": float(np.mean(returns)),
             "std_reward": float(np.std(returns)),
             "mean_ep_length": float(np.mean(lengths)),
             "fps": (self.model.num_timesteps - self.model._num_timesteps_at_start) / elapsed,
             "time_elapsed": elapsed,
         }
-        for key in ("success_rate", "mean_reward", "std_reward", "mean_ep_length"):
+        for key in ("success_rate", "mean_reward", "std_reward", "mean_ep_length")[0 if self.success else 1 :]:
             self.logger.record(f"eval/{key}", result[key])
         self.logger.record("time/total_timesteps", self.model.num_timesteps, exclude="tensorboard")
         self.logger.dump(self.model.num_timesteps)
@@ -117,8 +121,9 @@ class SuccessEvalCallback(BaseCallback):
             self._write_rows([result], mode="a")
         if self.verbose >= 1:
             print(
-                f"Eval at {result['timesteps']} steps: success {result['success_rate']:.1%}, "
-                f"mean return {result['mean_reward']:.3f} over {len(returns)} episodes"
+                f"Eval at {result['timesteps']} steps: "
+                + (f"success {result['success_rate']:.1%}, " if self.success else "")
+                + f"mean return {result['mean_reward']:.3f} over {len(returns)} episodes"
             )
         self.last_result = result
         return result
