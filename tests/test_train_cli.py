@@ -250,3 +250,20 @@ def test_the_minigrid_memory_curriculum_carries_ppo_ebmm_from_the_s13_tmaze(tmp_
     started = PPO.load(stage2.model_path, device="cpu").policy.state_dict()
     assert source.keys() == started.keys()
     assert all(torch.equal(source[key], started[key]) for key in source)
+
+
+@pytest.mark.parametrize("agent", ["ppo_ebmm", "ppo_ebmm_recurrent"])
+@pytest.mark.parametrize("env_id", ["CartPoleNoVel-v1", "Pendulum-v1"])  # a section, and none: continuous actions
+def test_memory_agents_train_and_evaluate_on_any_gymnasium_env(agent, env_id, tmp_path, capsys):
+    tiny = ["--set", "n_steps=16", "--set", "batch_size=32", "--set", "n_epochs=1", "--set", "policy_kwargs.net_arch=[16]"]
+    run = train.main([
+        "--env", env_id, "--agent", agent, "--timesteps", "64", "--n-envs", "2", *tiny, "--eval-freq", "32",
+        "--eval-episodes", "2", "--checkpoint-freq", "0", "--device", "cpu", "--no-progress", "--run-dir", str(tmp_path),
+    ])  # fmt: skip
+    assert run.num_timesteps == 64 and run.success_rate != run.success_rate  # nan: these envs have no success
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith(f"{agent} on {env_id}: mean return") and "success" not in line
+    normalized = (run.run_dir / "final_model_vecnormalize.pkl").is_file()
+    assert normalized == (env_id == "CartPoleNoVel-v1")  # rl-zoo's normalize: true, saved with the model
+    result = evaluate.main([str(run.run_dir), "--episodes", "2", "--n-envs", "2", "--device", "cpu"])
+    assert result.episodes == 2 and result.success_rate != result.success_rate
