@@ -239,16 +239,8 @@ class EBMMExtractor(BaseFeaturesExtractor):
         for key, space in current.items():
             window_space = observation_space[WINDOW_PREFIX + key]
             self._window_scale[key] = 255.0 if normalize_images and is_image_space(window_space) else 1.0
-            slot_shape = window_space.shape[1:]
-            self._transpose[key] = (
-                slot_shape != space.shape
-                and len(slot_shape) == 3
-                and (
-                    slot_shape[2],
-                    *slot_shape[:2],
-                )
-                == tuple(space.shape)
-            )
+            height, width, channels = (*window_space.shape[1:], 0, 0, 0)[:3]
+            self._transpose[key] = window_space.shape[1:] != space.shape and (channels, height, width) == space.shape
 
     @property
     def memory_size(self) -> int:
