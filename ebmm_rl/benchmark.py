@@ -3,7 +3,7 @@
 Every (agent, env, seed) is one training run (:mod:`ebmm_rl.runs.training`, in a worker process of its own; run
 directories go to ``--run-dir``). From the runs' periodic evaluations it writes, into ``--out``:
 
-- ``evaluations.csv``: agent, env, seed, timesteps, success_rate, mean_reward, fps, one row per evaluation;
+- ``evaluations.csv``: agent, env, seed, timesteps, success_rate, mean_reward, fps, stage, one row per evaluation;
 - ``summary.csv``: per agent and env, over seeds: final success rate and return (mean and std over seeds), steps until
   the env's score first reached its threshold (mean over the seeds that reached it, and how many did), steps from which
   it stayed at or above the threshold in every later evaluation (mean over the seeds that held it, and how many did),
@@ -12,11 +12,13 @@ directories go to ``--run-dir``). From the runs' periodic evaluations it writes,
 - ``summary.json``: the same plus one entry per run (and the failed runs, if any);
 - ``success_rate.png``: each env's score against environment steps, one panel per env, one line per agent (mean over
   seeds, shaded between the lowest and highest seed).
+
+With a curriculum (:mod:`ebmm_rl.runs.curriculum`) the summary and the plot count only the evaluations of its last stage,
+the env benchmarked, at the run's step counts; a run that never reached it counts as 0 success.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import multiprocessing
@@ -32,13 +34,13 @@ from typing import Any
 import numpy as np
 
 from ebmm_rl import envs
-from ebmm_rl.agents import agent_names, get_agent
-from ebmm_rl.runs.config import load_config
+from ebmm_rl.agents import agent_names
+from ebmm_rl.runs import arguments
 from ebmm_rl.runs.directory import EVALUATIONS_FILE
-from ebmm_rl.runs.training import TRAIN_PROGRAM, start_run, train_run
+from ebmm_rl.runs.training import TRAIN_PROGRAM, prepare_run, start_run, train_run
 
 PROGRAM = "python -m ebmm_rl.benchmark"
-EVALUATION_COLUMNS = ("agent", "env", "seed", "timesteps", "success_rate", "mean_reward", "fps")
+EVALUATION_COLUMNS = ("agent", "env", "seed", "timesteps", "success_rate", "mean_reward", "fps", "stage")
 SUMMARY_COLUMNS = (
     "agent",
     "env",
@@ -82,9 +84,11 @@ def _train_in_worker(
     argv += [f"--timesteps={timesteps}"] * (timesteps is not None) + [f"--n-envs={n_envs}"] * (n_envs is not None)
     argv += [f"--set={item}" for item in overrides] + [f"--threads={threads}", "--no-progress"]
     command = shlex.join([*shlex.split(TRAIN_PROGRAM), *argv])
-    run_dir, settings, config = start_run(options, command, overrides=overrides, timesteps=timesteps, n_envs=n_envs)
-    result = train_run(run_dir, settings, config, threads=threads, progress_bar=False)
-    return {"run_dir": str(result.run_dir), "fps": result.fps, "interrupted": result.interrupted}
+    spec = start_run(options, command, overrides=overrides, timesteps=timesteps, n_envs=n_envs)
+    prepared = prepare_run(spec, threads=threads)
+    result = train_run(prepared, progress_bar=False)
+    stages = len(prepared.stages)
+    return {"run_dir": str(result.run_dir), "fps": result.fps, "interrupted": result.interrupted, "stages": stages}
 
 
 def read_evaluations(run_dir: str | Path) -> list[dict[str, float]]:
@@ -213,30 +217,38 @@ def _write_csv(path: Path, columns: tuple[str, ...], rows: list[dict[str, Any]])
         writer.writerows(rows)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> arguments.ArgumentParser:
     """The command-line parser."""
-    parser = argparse.ArgumentParser(prog=PROGRAM, description=__doc__.split("\n", 1)[0])
+    parser = arguments.ArgumentParser(prog=PROGRAM, description=__doc__.split("\n", 1)[0])
     parser.add_argument(
         "--agents", nargs="+", default=agent_names(), help=f"agents (default: all of {', '.join(agent_names())})"
     )
     parser.add_argument("--envs", nargs="+", default=["EBMM-MemoryShort"], help="env ids/aliases (default EBMM-MemoryShort)")
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="seeds (default 0 1 2)")
-    parser.add_argument("--timesteps", type=int, help="steps per run (default: n_timesteps of each config)")
-    parser.add_argument("--n-envs", type=int, help="parallel envs per run (default: n_envs of each config)")
-    parser.add_argument("--workers", type=int, help="runs in parallel, each in its own process (default: CPU count)")
-    parser.add_argument("--eval-freq", type=int, default=20_000, help="steps between evaluations (default 20000)")
-    parser.add_argument("--eval-episodes", type=int, default=50, help="episodes per evaluation (default 50)")
+    parser.add_argument("--seeds", nargs="+", type=arguments.seed, default=[0, 1, 2], help="seeds (default 0 1 2)")
+    parser.add_argument("--timesteps", type=arguments.positive_int, help="steps per run (default: n_timesteps of each config)")
+    parser.add_argument("--n-envs", type=arguments.positive_int, help="parallel envs per run (default: n_envs of each config)")
+    parser.add_argument(
+        "--workers", type=arguments.positive_int, help="runs in parallel, each in its own process (default: CPU count)"
+    )
+    parser.add_argument(
+        "--eval-freq", type=arguments.non_negative_int, default=20_000, help="steps between evaluations (default 20000)"
+    )
+    parser.add_argument(
+        "--eval-episodes", type=arguments.positive_int, default=50, help="episodes per evaluation (default 50)"
+    )
     parser.add_argument(
         "--eval-deterministic", action="store_true", help="evaluate with greedy actions (default: sampled, as trained)"
     )
-    parser.add_argument("--threshold", type=float, default=0.95, help="success rate to count steps to (default 0.95)")
+    parser.add_argument(
+        "--threshold", type=arguments.fraction, default=0.95, help="success rate to count steps to (default 0.95)"
+    )
     parser.add_argument(
         "--return-threshold",
         type=float,
         help="mean return to count steps to, on envs without success (CartPole, Pendulum...; default: none)",
     )
-    parser.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1)")
-    parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="torch device (default cpu)")
+    parser.add_argument("--threads", type=arguments.positive_int, default=1, help="torch threads per run (default 1)")
+    parser.add_argument("--device", default="cpu", type=arguments.device, help="torch device: auto, cpu or cuda (default cpu)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override for every run")
     parser.add_argument("--out", default="results/benchmark", help="where the CSV, JSON and PNG go")
     parser.add_argument("--run-dir", default="runs/benchmark", help="parent of the run directories (default runs/benchmark)")
@@ -248,15 +260,17 @@ def main(argv: list[str] | None = None) -> BenchmarkResult:
 
     :param argv: command-line arguments without the program name; ``None`` reads ``sys.argv``.
     :return: the :class:`BenchmarkResult`.
-    :raises ValueError: for an unknown agent, env id or config key (checked before any run starts).
+    Bad input (an unknown agent, env id or config key, a value its consumer does not accept) exits with status 2 and a
+    one-line message before any run starts.
     """
-    args = build_parser().parse_args(argv)
-    env_ids = list(dict.fromkeys(envs.resolve_env_id(name) for name in args.envs))
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        env_ids = list(dict.fromkeys(envs.resolve_env_id(name) for name in args.envs))
+    except ValueError as error:
+        parser.error(str(error))
     scores = {env_id: score_name(env_id) for env_id in env_ids}
     thresholds = {env_id: args.threshold if scores[env_id] == "success_rate" else args.return_threshold for env_id in env_ids}
-    for name in args.agents:
-        for env_id in env_ids:
-            load_config(get_agent(name), env_id, overrides=args.set)  # fail now, not in a worker
     jobs = [(agent, env_id, seed) for agent in args.agents for env_id in env_ids for seed in args.seeds]
     cpus = os.cpu_count() or 1
     workers = min(args.workers or cpus, len(jobs))
@@ -268,10 +282,17 @@ def main(argv: list[str] | None = None) -> BenchmarkResult:
         "eval_deterministic": args.eval_deterministic,
     }
 
+    for agent in args.agents:  # every run's settings and config checked now, not in a worker
+        for env_id in env_ids:
+            try:
+                start_run({"agent": agent, "env": env_id, **common}, PROGRAM, None, args.set, args.timesteps, args.n_envs)
+            except (ValueError, FileNotFoundError) as error:
+                parser.error(str(error))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     result = BenchmarkResult(out)
     evaluations: list[dict[str, Any]] = []
+    task_evaluations: list[dict[str, Any]] = []
     print(f"Benchmark: {len(jobs)} runs of {len(args.agents)} agents x {len(env_ids)} envs x {len(args.seeds)} seeds")
     # spawn: each worker starts clean (no inherited torch threads or open envs).
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
@@ -289,9 +310,11 @@ def main(argv: list[str] | None = None) -> BenchmarkResult:
                 result.failed.append((agent, env_id, seed, error))
                 print(f"[{done}/{len(jobs)}] {agent} on {env_id}, seed {seed}: FAILED\n{error}", file=sys.stderr)
                 continue
-            rows = read_evaluations(outcome["run_dir"])
-            evaluations += [{"agent": agent, "env": env_id, "seed": seed, **row} for row in rows]
-            final = rows[-1]
+            every_row = read_evaluations(outcome["run_dir"])
+            evaluations += [{"agent": agent, "env": env_id, "seed": seed, **row} for row in every_row]
+            rows = [row for row in every_row if int(row.get("stage", 1)) == outcome["stages"]]  # on the env benchmarked
+            task_evaluations += [{"agent": agent, "env": env_id, "seed": seed, **row} for row in rows]
+            final = rows[-1] if rows else {**every_row[-1], "success_rate": 0.0, "mean_reward": 0.0}
             run = {
                 "agent": agent,
                 "env": env_id,
@@ -311,7 +334,7 @@ def main(argv: list[str] | None = None) -> BenchmarkResult:
 
     evaluations.sort(key=lambda row: (row["agent"], row["env"], row["seed"], row["timesteps"]))
     for row in evaluations:
-        row["timesteps"] = int(row["timesteps"])
+        row["timesteps"], row["stage"] = int(row["timesteps"]), int(row.get("stage", 1))
     result.runs.sort(key=lambda run: (run["agent"], run["env"], run["seed"]))
     result.summary = summarize(result.runs)
     _write_csv(out / "evaluations.csv", EVALUATION_COLUMNS, evaluations)
@@ -319,9 +342,10 @@ def main(argv: list[str] | None = None) -> BenchmarkResult:
     failed = [{"agent": agent, "env": env_id, "seed": seed, "error": error} for agent, env_id, seed, error in result.failed]
     summary = {"thresholds": thresholds, "summary": result.summary, "runs": result.runs, "failed": failed}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    if evaluations:
-        plotted = [env_id for env_id in env_ids if any(row["env"] == env_id for row in evaluations)]
-        plot_success(evaluations, plotted, thresholds, out / "success_rate.png")
+    if task_evaluations:
+        plotted = [env_id for env_id in env_ids if any(row["env"] == env_id for row in task_evaluations)]
+        task_evaluations.sort(key=lambda row: (row["agent"], row["env"], row["seed"], row["timesteps"]))
+        plot_success(task_evaluations, plotted, thresholds, out / "success_rate.png")
     for row in result.summary:
         reached = f"{row['steps_to_threshold']:.0f} steps" if row["steps_to_threshold"] is not None else "never"
         held = f"from {row['steps_to_hold']:.0f} steps" if row["steps_to_hold"] is not None else "never"

@@ -1,13 +1,15 @@
-"""Evaluate a trained run: ``python -m ebmm_rl.evaluate RUN_DIR --episodes 100 [--gif out.gif]``.
+"""Evaluate a trained run: ``python -m ebmm_rl.evaluate RUN_DIR --episodes 100 [--model best] [--gif out.gif]``.
 
-Loads the run's ``final_model.zip`` (or its latest checkpoint), rebuilds its env from the saved ``config.yml`` and
-``args.yml``, and reports the success rate (episode return > 0) and the mean return. ``--gif`` records a few episodes
-with ``render_mode="rgb_array"`` (written with Pillow).
+Loads one of the run's models, by default ``best_model.zip`` (the best evaluation of the curriculum stage the run
+reached; ``--model final``: ``final_model.zip``, ``--model latest``: the newest checkpoint), or, if it is missing or
+damaged, the final model or newest readable checkpoint, saying so. It rebuilds the run's env from the saved
+``config.yml`` and ``args.yml`` (with a curriculum: its last stage, the run's task) and reports the success rate
+(episode return > 0) and the mean return. ``--gif`` records a few episodes with ``render_mode="rgb_array"`` (written
+with Pillow).
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,9 +22,11 @@ from stable_baselines3.common.evaluation import evaluate_policy
 
 from ebmm_rl import envs
 from ebmm_rl.agents import Agent
+from ebmm_rl.runs import arguments
 from ebmm_rl.runs.config import parse_override
+from ebmm_rl.runs.curriculum import stages
+from ebmm_rl.runs.experiment import EVAL_SEED_OFFSET, MODEL_CHOICES, load_normalization, load_run, make_vec_env
 from ebmm_rl.runs.training import success_note
-from ebmm_rl.runs.experiment import EVAL_SEED_OFFSET, load_normalization, load_run, make_vec_env
 
 PROGRAM = "python -m ebmm_rl.evaluate"
 GIF_FRAME_MS = 150
@@ -104,11 +108,17 @@ def record_gif(
     return path
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> arguments.ArgumentParser:
     """The command-line parser."""
-    parser = argparse.ArgumentParser(prog=PROGRAM, description=__doc__.split("\n", 1)[0])
+    parser = arguments.ArgumentParser(prog=PROGRAM, description=__doc__.split("\n", 1)[0])
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by ebmm_rl.train")
-    parser.add_argument("--episodes", type=int, default=100, help="episodes to evaluate (default 100)")
+    parser.add_argument(
+        "--model",
+        choices=list(MODEL_CHOICES),
+        default="best",
+        help="which model: " + "; ".join(f"{name}: {what}" for name, what in MODEL_CHOICES.items()) + " (default best)",
+    )
+    parser.add_argument("--episodes", type=arguments.positive_int, default=100, help="episodes to evaluate (default 100)")
     parser.add_argument("--deterministic", action="store_true", help="act greedily (default: sample actions)")
     parser.add_argument("--env", help="evaluate on another env id or alias (default: the run's env)")
     parser.add_argument(
@@ -118,11 +128,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="change one of the env's keyword arguments (repeatable), e.g. corridor_length=200 to test at another delay",
     )
-    parser.add_argument("--seed", type=int, help="seed of the evaluation envs (default: the run's evaluation seed)")
-    parser.add_argument("--n-envs", type=int, default=8, help="parallel evaluation envs (default 8)")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="torch device (default auto)")
+    parser.add_argument("--seed", type=arguments.seed, help="seed of the evaluation envs (default: the run's evaluation seed)")
+    parser.add_argument("--n-envs", type=arguments.positive_int, default=8, help="parallel evaluation envs (default 8)")
+    parser.add_argument(
+        "--device", default="auto", type=arguments.device, help="torch device: auto, cpu or cuda (default auto)"
+    )
     parser.add_argument("--gif", metavar="FILE", help="also record episodes to this GIF")
-    parser.add_argument("--gif-episodes", type=int, default=3, help="episodes in the GIF (default 3)")
+    parser.add_argument("--gif-episodes", type=arguments.positive_int, default=3, help="episodes in the GIF (default 3)")
     return parser
 
 
@@ -132,15 +144,21 @@ def main(argv: list[str] | None = None) -> EvalResult:
     :param argv: command-line arguments without the program name; ``None`` reads ``sys.argv``.
     :return: the :class:`EvalResult`.
     """
-    args = build_parser().parse_args(argv)
-    if args.episodes < 1 or args.n_envs < 1 or args.gif_episodes < 1:
-        raise ValueError("--episodes, --n-envs and --gif-episodes must be >= 1.")
-    agent, settings, config, model, model_path = load_run(args.run_dir, args.device)
-    env_id = envs.resolve_env_id(args.env or settings["env"])
-    config = {**config, "env_kwargs": {**config.get("env_kwargs", {}), **dict(map(parse_override, args.env_kwargs))}}
-    seed = settings["seed"] + EVAL_SEED_OFFSET if args.seed is None else args.seed
-    eval_env = make_vec_env(agent, env_id, config, min(args.n_envs, args.episodes), seed, training=False)
-    load_normalization(eval_env, model_path)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        env_kwargs = dict(map(parse_override, args.env_kwargs))
+        agent, settings, config, model, model_path = load_run(args.run_dir, args.device, args.model)
+        config = stages(config, settings["env"], agent)[-1].config  # a curriculum's last stage: the run's task
+        env_id = envs.resolve_env_id(args.env or settings["env"])
+        config = {**config, "env_kwargs": {**config.get("env_kwargs", {}), **env_kwargs}}
+        seed = settings["seed"] + EVAL_SEED_OFFSET if args.seed is None else args.seed
+        eval_env = make_vec_env(agent, env_id, config, min(args.n_envs, args.episodes), seed, training=False)
+        load_normalization(eval_env, model_path)
+    except (ValueError, FileNotFoundError) as error:
+        parser.error(str(error))
+    except TypeError as error:  # gymnasium.make passes env_kwargs on to the env's constructor
+        parser.error(f"--env-kwargs {env_kwargs}: {error}")
     try:
         returns, lengths = evaluate_policy(
             model, eval_env, n_eval_episodes=args.episodes, deterministic=args.deterministic, return_episode_rewards=True

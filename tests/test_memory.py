@@ -287,7 +287,7 @@ def test_gradcheck_write_and_read_float64(write):
     theta_bar = memory.theta_bar
 
     def write_then_read(patterns, queries, theta_bar):
-        state = MemoryState(theta_bar.expand(2, -1))
+        state = memory.as_state(theta_bar.expand(2, -1))
         state = memory.write(state, patterns) if write == "batch" else memory.write_stream(state, patterns)
         return memory.read(state, queries)
 
@@ -441,7 +441,7 @@ def test_gradient_reaches_pattern_encoder():
         (lambda m, s: m.write(s, torch.zeros(2, 3, DIM), mask=torch.ones(2, 4, dtype=torch.bool)), "mask"),
         (lambda m, s: m.write_step(s, torch.zeros(2, 3, DIM)), "one pattern per memory"),
         (lambda m, s: m.read(s, torch.full((2, 1, DIM), float("inf"))), "inf"),
-        (lambda m, s: m.read(MemoryState(torch.zeros(2, 7)), torch.zeros(2, 1, DIM)), "another configuration"),
+        (lambda m, s: m.read(m.as_state(torch.zeros(2, 7)), torch.zeros(2, 1, DIM)), "another configuration"),
         (lambda m, s: m.read(s.weights, torch.zeros(2, 1, DIM)), "MemoryState"),
         (lambda m, s: m.meta_loss(torch.zeros(2, 3, DIM), torch.zeros(2, 2, DIM)), "targets"),
         (lambda m, s: m.meta_loss(torch.zeros(2, 3, DIM), torch.zeros(2, 3, DIM), write="online"), "write must be"),
@@ -452,6 +452,51 @@ def test_bad_input_raises_value_error_naming_the_fix(call, message):
     memory = tiny_memory()
     with pytest.raises(ValueError, match=message):
         call(memory, memory.init_state(2))
+
+
+def test_a_state_is_refused_by_a_memory_of_another_configuration_even_of_the_same_size():
+    written = tiny_memory().write(tiny_memory().init_state(2), random_bits(2, 3))  # fast layer 8 x 16 + 8: 136 floats
+    queries = random_bits(2, 3)
+    same_size = EBMM(MLPEnergy(DIM, hidden=33, fast_units=4, hops=2, hop_dim=16), write_steps=2, read_steps=3)  # 4 x 33 + 4
+    same_fast_layer = EBMM(MLPEnergy(DIM, hidden=16, fast_units=8, hops=2, hop_dim=24), write_steps=2, read_steps=3)
+    for other in (same_size, same_fast_layer):
+        assert other.memory_size == written.weights.shape[1]
+        with pytest.raises(ValueError, match="another configuration"):
+            other.read(written, queries)
+        with pytest.raises(ValueError, match="another configuration"):
+            other.write(written, queries)
+    torch.manual_seed(1)
+    tiny_memory().read(written, queries)  # the same configuration with other weights reads it
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_a_non_finite_state_is_refused_at_read_and_write_blaming_the_state(bad):
+    memory = tiny_memory()
+    state = memory.write(memory.init_state(2), random_bits(2, 3))
+    state = state._replace(weights=state.weights.clone().index_fill_(1, torch.tensor([5]), bad))
+    for call in (
+        lambda: memory.read(state, random_bits(2, 1)),
+        lambda: memory.write(state, random_bits(2, 3)),
+        lambda: memory.write_step(state, random_bits(2, 1)[:, 0]),
+    ):
+        with pytest.raises(ValueError, match="the state holds NaN or inf"):
+            call()
+
+
+def test_masks_must_be_bool_and_true_marks_the_patterns_written():
+    memory = tiny_memory()
+    patterns = random_bits(2, 3)
+    first_only = torch.tensor([[True, False, False]]).expand(2, -1)
+    written = memory.write(memory.init_state(2), patterns, first_only)
+    torch.testing.assert_close(written.weights, memory.write(memory.init_state(2), patterns[:, :1]).weights)
+    for call in (
+        lambda: memory.write(memory.init_state(2), patterns, first_only.float()),
+        lambda: memory.write_stream(memory.init_state(2), patterns, first_only.long()),
+        lambda: memory.write_step(memory.init_state(2), patterns[:, 0], torch.ones(2)),
+        lambda: memory.meta_loss(patterns, patterns, mask=first_only.float()),
+    ):
+        with pytest.raises(ValueError, match="must be a bool tensor"):
+            call()
 
 
 def test_bad_configuration_raises():

@@ -36,7 +36,20 @@ def train(tmp_path, *args: str) -> list[train_module.TrainResult]:
 
 
 def evaluate(tmp_path, *args: str) -> list[dict]:
-    return main(["evaluate", "--out", str(tmp_path / "results"), "--no-progress", "--batches", "4", "--chunk", "2", *args])
+    return main(
+        [
+            "evaluate",
+            "--out",
+            str(tmp_path / "results"),
+            "--overwrite",
+            "--no-progress",
+            "--batches",
+            "4",
+            "--chunk",
+            "2",
+            *args,
+        ]
+    )
 
 
 def read_csv(path) -> list[dict]:
@@ -155,7 +168,7 @@ def test_random_memories_mix_random_binary_images_into_training_only(tmp_path):
 def test_random_memories_usage_errors(tmp_path, capsys):
     with pytest.raises(SystemExit):
         train(tmp_path, "--dataset", "digits", *TINY, "--memory-sizes", "34", "--steps", "1", "--random-memories", "2")
-    assert "random_memories is a fraction of memories, in [0, 1]; got 2.0" in capsys.readouterr().err
+    assert "argument --random-memories: '2' is not a number in [0, 1]" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         train(tmp_path, "--dataset", "binary", *TINY, "--memory-sizes", "34", "--steps", "1", "--random-memories", "0.5")
     assert "binary strings are random already; drop --random-memories" in capsys.readouterr().err
@@ -321,3 +334,54 @@ def test_no_gradient_penalty_reaches_the_model_and_may_change_with_init_from(tmp
     (penalised,) = train(tmp_path, *args, "--init-from", str(plain.run_dir), "--steps", "1", "--time-limit", "0")
     payload = load_checkpoint(penalised.run_dir)
     assert payload["config"]["gradient_penalty"] is True and build_model(payload["spec"]).gradient_penalty is True
+
+
+def test_evaluation_never_overwrites_results_by_default(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    quick = ["evaluate", "--dataset", "binary", "--baselines", "hebb", "--n-stored", "4", "--batches", "2", "--no-progress"]
+    main(quick)
+    main(quick)
+    folders = sorted((tmp_path / "runs").iterdir())
+    assert len(folders) == 2 and all(folder.name.startswith("recall_evaluate__binary__") for folder in folders)
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "results.csv").write_text("committed\n")
+    with pytest.raises(SystemExit) as exit_info:
+        main([*quick, "--out", str(kept)])
+    assert exit_info.value.code == 2
+    assert f"--out {kept} is not empty: pass --overwrite" in capsys.readouterr().err
+    assert (kept / "results.csv").read_text() == "committed\n"
+    main([*quick, "--out", str(kept), "--overwrite"])
+    assert read_csv(kept / "results.csv")[0]["model"] == "hebb"
+
+
+def test_a_truncated_checkpoint_is_named_in_a_usage_error(tmp_path, capsys):
+    (result,) = train(tmp_path, "--dataset", "binary", *TINY, "--memory-sizes", "34", "--n-stored", "4", "--steps", "1")
+    checkpoint = result.checkpoint
+    checkpoint.write_bytes(checkpoint.read_bytes()[: checkpoint.stat().st_size // 2])
+    for arguments in (
+        ["train", "--resume", str(result.run_dir)],
+        ["evaluate", "--dataset", "binary", "--checkpoints", str(checkpoint)],
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            main([*arguments, "--no-progress"])
+        assert exit_info.value.code == 2
+        assert f"{checkpoint} is unreadable" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--steps", "-5"], "argument --steps: '-5' is not an integer >= 1"),
+        (["--lr", "abc"], "argument --lr: 'abc' is not a number > 0"),
+        (["--checkpoint-every", "0"], "argument --checkpoint-every: '0' is not an integer >= 1"),
+        (["--device", "cuda:7"], "argument --device: "),
+    ],
+)
+def test_train_rejects_bad_values_before_creating_a_run(arguments, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        train(tmp_path, "--dataset", "binary", *TINY, *arguments)
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert message in error and error.count("\n") == 1
+    assert not (tmp_path / "runs").exists()

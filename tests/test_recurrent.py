@@ -13,7 +13,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 from ebmm_rl.agents import get_agent
 from ebmm_rl.agents.ppo_ebmm_recurrent import EBMMRecurrentPPO
 from ebmm_rl.runs.config import load_config, split_config
-from ebmm_rl.memory import EBMM, EBMMCell, MemoryState, MLPEnergy
+from ebmm_rl.memory import EBMM, EBMMCell, MLPEnergy
 from ebmm_rl.sb3.recurrent import EBMMRecurrentPolicy
 from ebmm_rl.runs.experiment import make_vec_env
 from test_window import SPACES, CountingEnv
@@ -114,7 +114,7 @@ def test_state_is_the_fast_weights_offset_split_in_two(model):
     zeros = (torch.zeros(1, 2, 50), torch.zeros(1, 2, 50))
     torch.testing.assert_close(policy.to_memory_state(zeros).weights, policy.memory.theta_bar.expand(2, -1))
     weights = policy.memory.theta_bar + torch.randn(2, memory_size)
-    hidden, cell = policy.to_recurrent_state(MemoryState(weights))
+    hidden, cell = policy.to_recurrent_state(policy.memory.as_state(weights))
     assert hidden.shape == cell.shape == (1, 2, 50)
     assert torch.all(cell[0, :, -1] == 0)  # padding
     torch.testing.assert_close(policy.to_memory_state((hidden, cell)).weights, weights)

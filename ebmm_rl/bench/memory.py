@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         default=4096,
         help="skip the meta-gradient operations where batch * n exceeds this (on a CPU, batch 64 x n 256 needs ~20 GB)",
     )
-    parser.add_argument("--out", type=Path, default=Path("results/bench_memory.csv"))
+    parser.add_argument("--out", type=Path, default=Path("runs/bench_memory.csv"))
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
     if min(args.n + args.batch) < 1 or args.repeats < 1:

@@ -124,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="config override, every agent"
     )
-    parser.add_argument("--out", default="results/bench_recurrent", help="output folder")
+    parser.add_argument("--out", default="runs/bench_recurrent", help="output folder (default runs/bench_recurrent)")
     return parser
 
 

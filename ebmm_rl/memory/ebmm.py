@@ -28,9 +28,12 @@ class MemoryState(NamedTuple):
     """The contents of a batch of memories.
 
     :param weights: flat fast weights ``[batch, memory_size]``, one memory per row
+    :param layout: :attr:`EBMM.layout` of the memory that made them: a memory refuses a state of another layout, whose
+        weights mean something else even where their size is the same
     """
 
     weights: Tensor
+    layout: str
 
 
 def inverse_softplus(value: float) -> float:
@@ -119,6 +122,7 @@ class EBMM(nn.Module):
         self.grad_mode = grad_mode
         self.gradient_penalty = gradient_penalty
         self.write_count_floor = write_count_floor
+        self.layout = energy.layout
 
         n_layers = len(energy.fast_layers)
         self.theta_bar = nn.Parameter(energy.initial_fast_weights())  # [memory_size]
@@ -221,7 +225,15 @@ class EBMM(nn.Module):
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        return MemoryState(self.theta_bar.expand(batch_size, -1))
+        return MemoryState(self.theta_bar.expand(batch_size, -1), self.layout)
+
+    def as_state(self, weights: Tensor) -> MemoryState:
+        """Fast weights of this memory kept elsewhere (e.g. in a recurrent policy's hidden state) as its state.
+
+        :param weights: ``[batch, memory_size]``
+        :return: the state, checked when it is read or written
+        """
+        return MemoryState(weights, self.layout)
 
     def energy_of(self, state: MemoryState, x: Tensor) -> Tensor:
         """Energy of patterns under their memory.
@@ -240,8 +252,8 @@ class EBMM(nn.Module):
 
         :param patterns: ``[batch, n, dim]``, or :class:`IndexedPatterns` of that shape (the same write, cheaper when
             many slots hold the same pattern)
-        :param mask: ``[batch, n]`` bool, False for patterns that must not be written; a memory with no unmasked
-            pattern is returned unchanged
+        :param mask: ``[batch, n]`` bool: True for the patterns to write, False for those to skip; a memory with no
+            pattern to write is returned unchanged
         :return: the written state
         """
         self._check_state(state)
@@ -259,7 +271,7 @@ class EBMM(nn.Module):
         if mask is not None and not from_theta_bar:  # from theta-bar, an empty memory's steps are exactly zero
             written = (pattern_weights.sum(dim=1) > 0)[:, None]  # [batch, 1]
             weights = torch.where(written, weights, state.weights)
-        return MemoryState(self._finite_or_raise(weights, "write"))
+        return MemoryState(self._finite_or_raise(weights, "write"), self.layout)
 
     def write_step(
         self, state: MemoryState, pattern: Tensor, valid: Tensor | None = None, grad_mode: GradMode | None = None
@@ -279,6 +291,8 @@ class EBMM(nn.Module):
             )
         patterns = pattern[:, None, :]  # [batch, 1, dim]
         self._check_patterns(patterns, "pattern", batch)
+        if valid is not None:
+            self._check_mask(valid, (batch,), "valid", "[batch]")
         mode = self._effective_mode(grad_mode)
         pattern_weights = self._pattern_weights(None if valid is None else valid[:, None], (batch, 1), patterns)
         weights = state.weights
@@ -286,8 +300,8 @@ class EBMM(nn.Module):
         for step in range(self.stream_steps):
             weights = self._write_update(weights, patterns, pattern_weights, lrs[step], mode, at_theta_bar=False)
         if valid is not None:
-            weights = torch.where(valid.to(weights.device).bool()[:, None], weights, state.weights)
-        return MemoryState(self._finite_or_raise(weights, "streaming write"))
+            weights = torch.where(valid.to(weights.device)[:, None], weights, state.weights)
+        return MemoryState(self._finite_or_raise(weights, "streaming write"), self.layout)
 
     def write_stream(
         self, state: MemoryState, patterns: Tensor, mask: Tensor | None = None, grad_mode: GradMode | None = None
@@ -295,7 +309,7 @@ class EBMM(nn.Module):
         """Streaming write of a sequence: :meth:`write_step` for each pattern in order.
 
         :param patterns: ``[batch, n, dim]`` (or :class:`IndexedPatterns`), written first to last
-        :param mask: ``[batch, n]`` bool, False for patterns that are skipped
+        :param mask: ``[batch, n]`` bool: True for the patterns to write, False for those to skip
         """
         self._check_state(state)
         self._check_patterns(patterns, "patterns", state.weights.shape[0], indexed=True)
@@ -349,8 +363,8 @@ class EBMM(nn.Module):
         :param patterns: ``[batch, n, dim]`` stored patterns (or :class:`IndexedPatterns`)
         :param queries: ``[batch, m, dim]`` distorted queries
         :param write: "batch" (the paper) or "stream" (one pattern at a time, in order)
-        :param mask: ``[batch, n]`` bool, patterns that are not written (and whose queries are not scored when
-            ``m == n``)
+        :param mask: ``[batch, n]`` bool: True for the patterns to write (and, when ``m == n``, whose queries are
+            scored), False for those to skip
         :param targets: ``[batch, m, dim]`` what each query should retrieve; defaults to ``patterns`` (``m == n``)
         :return: scalar loss
         """
@@ -473,13 +487,21 @@ class EBMM(nn.Module):
         return valid / valid.sum(dim=1, keepdim=True).clamp(min=count_floor)
 
     @staticmethod
-    def _check_mask(mask: Tensor, shape: tuple[int, int]) -> None:
-        if not isinstance(mask, Tensor) or tuple(mask.shape) != tuple(shape):
-            raise ValueError(f"mask must be a bool tensor of shape {tuple(shape)} [batch, n], got {_describe(mask)}")
+    def _check_mask(mask: Tensor, shape: tuple[int, ...], name: str = "mask", dims: str = "[batch, n]") -> None:
+        if not isinstance(mask, Tensor) or tuple(mask.shape) != tuple(shape) or mask.dtype != torch.bool:
+            raise ValueError(
+                f"{name} must be a bool tensor of shape {tuple(shape)} {dims}, True where a pattern is written, got "
+                f"{_describe(mask)}; compare to build one, e.g. {name} = lengths > 0"
+            )
 
     def _check_state(self, state: MemoryState) -> None:
         if not isinstance(state, MemoryState):
             raise ValueError(f"state must be a MemoryState from init_state()/write(), got {type(state).__name__}")
+        if state.layout != self.layout:
+            raise ValueError(
+                f"the state comes from a memory of another configuration ({state.layout}, this memory: {self.layout}); "
+                "create it with this memory's init_state() or as_state()"
+            )
         weights = state.weights
         if weights.dim() != 2 or weights.shape[1] != self.memory_size:
             raise ValueError(
@@ -490,6 +512,11 @@ class EBMM(nn.Module):
             raise ValueError(
                 f"state is {weights.dtype} on {weights.device} but the memory is {self.theta_bar.dtype} on "
                 f"{self.theta_bar.device}; move one of them with .to()"
+            )
+        if not _all_finite(weights):
+            raise ValueError(
+                "the state holds NaN or inf fast weights (write() never returns one: it was changed or loaded "
+                "elsewhere), so nothing can be read from or written to it; start again from init_state()"
             )
 
     def _check_patterns(self, x: Patterns, name: str, batch: int | None = None, indexed: bool = False) -> None:

@@ -10,6 +10,7 @@ what the write rule updates with per-layer step sizes.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -85,6 +86,17 @@ class EnergyNet(nn.Module):
     def memory_size(self) -> int:
         """Number of float values in one memory's fast weights (the paper's memory size)."""
         return sum(layer.size for layer in self.fast_layers)
+
+    @property
+    def layout(self) -> str:
+        """What the flat fast weights mean: the energy's class, pattern size and fast layers, and a digest of the shapes
+        of its slow parameters. Fast weights of the same size under another layout are meaningless to this energy."""
+        fast = ", ".join(
+            f"{layer.name} {'x'.join(map(str, layer.weight_shape))}+{layer.bias_size}" for layer in self.fast_layers
+        )
+        slow_shapes = repr([(name, tuple(parameter.shape)) for name, parameter in self.named_parameters()])
+        slow = hashlib.sha256(slow_shapes.encode()).hexdigest()[:8]
+        return f"{type(self).__name__}(dim {self.dim}; fast {fast}; slow {slow})"
 
     def unpack(self, fast: Tensor) -> list[tuple[Tensor, Tensor]]:
         """Views of flat fast weights as ``(weight [batch, *weight_shape], bias [batch, bias_size])`` per layer.

@@ -47,7 +47,7 @@ class EBMMCell(nn.Module):
         :param episode_start: ``[batch]`` bool
         """
         start = episode_start.to(device=state.weights.device, dtype=torch.bool)[:, None]  # [batch, 1]
-        return MemoryState(torch.where(start, self.memory.theta_bar.expand_as(state.weights), state.weights))
+        return state._replace(weights=torch.where(start, self.memory.theta_bar.expand_as(state.weights), state.weights))
 
     def forward(self, pattern: Tensor, state: MemoryState, episode_start: Tensor | None = None) -> tuple[Tensor, MemoryState]:
         """One time step.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import Literal
 
 import torch
@@ -23,16 +24,21 @@ def meta_train_step(
     write: Literal["batch", "stream"] = "batch",
     mask: Tensor | None = None,
     max_grad_norm: float = 0.05,
+    reduce_gradients: Callable[[Iterable[torch.nn.Parameter]], None] | None = None,
 ) -> dict[str, float]:
     """One meta-gradient step through the unrolled write and read, clipped by global norm (the paper: 0.05).
 
     :param patterns: ``[batch, n, dim]``
     :param queries: ``[batch, n, dim]``
+    :param reduce_gradients: called with the parameters after ``backward``, before clipping: data-parallel training
+        averages the gradients over its processes there
     :return: ``{"loss": ..., "grad_norm": ...}`` (the norm before clipping)
     """
     optimizer.zero_grad(set_to_none=True)
     loss = memory.meta_loss(patterns, queries, write=write, mask=mask)
     loss.backward()
+    if reduce_gradients is not None:
+        reduce_gradients(memory.parameters())
     grad_norm = torch.nn.utils.clip_grad_norm_(memory.parameters(), max_grad_norm, error_if_nonfinite=True)
     optimizer.step()
     return {"loss": loss.item(), "grad_norm": grad_norm.item()}

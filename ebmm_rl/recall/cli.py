@@ -19,13 +19,14 @@ from typing import Any
 
 from ebmm_rl.recall import evaluate, train
 from ebmm_rl.recall.models import UsageError
+from ebmm_rl.runs.arguments import ArgumentParser
 
 PROGRAM = "python -m ebmm_rl.recall"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The parser of both commands."""
-    parser = argparse.ArgumentParser(
+def build_parser() -> ArgumentParser:
+    """The parser of both commands (errors are one line, with exit status 2)."""
+    parser = ArgumentParser(
         prog=PROGRAM,
         description=__doc__.split("\n\n", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -41,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> Any:
-    """Run ``train`` or ``evaluate``; a usage mistake exits with status 2 and a message saying how to fix it.
+    """Run ``train`` or ``evaluate``; a usage mistake exits with status 2 and a one-line message saying how to fix it,
+    before a run directory or an output folder is made.
 
     :param argv: the arguments (default ``sys.argv[1:]``)
     :return: ``train``: a list of :class:`ebmm_rl.recall.train.TrainResult`; ``evaluate``: the result rows

@@ -3,7 +3,8 @@ read corrupted versions of them, and report the error (the task's metric, per pa
 
 Every model sees the same memories and queries. Models: trained checkpoints (``--checkpoints``, EBMM or memnet runs of
 ``train``) and baselines that need no training (``--baselines``: Hopfield networks with the Hebb, Storkey and
-pseudo-inverse rules on two-valued data, and the modern Hopfield network). Writes to ``--out``:
+pseudo-inverse rules on two-valued data, and the modern Hopfield network). Writes to a new folder
+``runs/recall_evaluate__<dataset>__<time>/``, or to ``--out`` (which must be empty unless ``--overwrite``):
 
 - ``results.csv`` / ``results.json``: per model and ``n``: memory size, mean error and its 5th/95th percentiles over
   the ``--batches`` memories (the paper's error bars over 1000 batches); the JSON also holds the settings;
@@ -42,8 +43,12 @@ from ebmm_rl.recall.models import (
     load_task,
     recall_view,
 )
+from ebmm_rl.runs import arguments
+from ebmm_rl.runs.directory import new_run_dir
 
 PROGRAM = "python -m ebmm_rl.recall evaluate"
+DEFAULT_OUT_PARENT = "runs"
+"""Where an evaluation without ``--out`` writes, each to a new folder: results are never overwritten by default."""
 BINARY_N_STORED = (16, 32, 48, 64, 96)
 """Table 1's numbers of stored strings."""
 IMAGE_N_STORED = (64,)
@@ -105,30 +110,55 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "give the option without names for none",
     )
     parser.add_argument(
-        "--n-stored", type=int, nargs="+", help="patterns stored per memory (default: binary 16 32 48 64 96, images 64)"
+        "--n-stored",
+        type=arguments.positive_int,
+        nargs="+",
+        help="patterns stored per memory (default: binary 16 32 48 64 96, images 64)",
     )
-    parser.add_argument("--batches", type=int, default=1000, help="random memories per n (default 1000, the paper's)")
-    parser.add_argument("--chunk", type=int, default=50, help="memories evaluated at once (default 50)")
+    parser.add_argument(
+        "--batches", type=arguments.positive_int, default=1000, help="random memories per n (default 1000, the paper's)"
+    )
+    parser.add_argument("--chunk", type=arguments.positive_int, default=50, help="memories evaluated at once (default 50)")
     parser.add_argument("--corruption", help="binary: erase (default), resample or flip; images: occlude")
-    parser.add_argument("--corrupt-bits", type=int, help="corrupted bits of a binary query (default 64 of 128)")
-    parser.add_argument("--block", type=int, help="side of the occluded square (default image size // 2)")
-    parser.add_argument("--image-size", type=int, help="image side (default: that of the checkpoints, else 8 / 32)")
-    parser.add_argument("--hopfield-sweeps", type=int, default=10, help="maximum sweeps of a Hopfield read (default 10)")
-    parser.add_argument("--modern-beta", type=float, default=1.0, help="modern Hopfield inverse temperature (default 1)")
-    parser.add_argument("--plot-n", type=int, help="n of the distortion-vs-memory plot (default 64, else the largest)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the test memories and queries (default 0)")
+    parser.add_argument(
+        "--corrupt-bits", type=arguments.non_negative_int, help="corrupted bits of a binary query (default 64 of 128)"
+    )
+    parser.add_argument("--block", type=arguments.positive_int, help="side of the occluded square (default image size // 2)")
+    parser.add_argument(
+        "--image-size", type=arguments.positive_int, help="image side (default: that of the checkpoints, else 8 / 32)"
+    )
+    parser.add_argument(
+        "--hopfield-sweeps", type=arguments.positive_int, default=10, help="maximum sweeps of a Hopfield read (default 10)"
+    )
+    parser.add_argument(
+        "--modern-beta", type=arguments.positive_float, default=1.0, help="modern Hopfield inverse temperature (default 1)"
+    )
+    parser.add_argument(
+        "--plot-n", type=arguments.positive_int, help="n of the distortion-vs-memory plot (default 64, else the largest)"
+    )
+    parser.add_argument("--seed", type=arguments.seed, default=0, help="seed of the test memories and queries (default 0)")
     parser.add_argument("--data-root", help="directory of the Omniglot/CIFAR-10 archives (default ~/.cache/ebmm_rl)")
-    parser.add_argument("--device", default="cpu", help="torch device of the trained models (default cpu)")
-    parser.add_argument("--out", help="output directory (default results/recall_<dataset>)")
+    parser.add_argument(
+        "--device", default="cpu", type=arguments.device, help="torch device of the trained models (default cpu)"
+    )
+    parser.add_argument(
+        "--out",
+        help=f"output directory (default: a new {DEFAULT_OUT_PARENT}/recall_evaluate__<dataset>__<time>); an existing "
+        "one must be empty unless --overwrite",
+    )
+    parser.add_argument("--overwrite", action="store_true", help="write into a non-empty --out, replacing its results")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace, argv: list[str]) -> list[dict[str, Any]]:
     """Evaluate the models the parsed options ask for and write the results; returns the result rows."""
     dataset = check_choice(args.dataset, DATASETS, "dataset")
-    for name, value in (("--batches", args.batches), ("--chunk", args.chunk)):
-        if value < 1:
-            raise UsageError(f"{name} must be >= 1, got {value}")
+    if args.out is not None and Path(args.out).exists() and not args.overwrite:
+        if not Path(args.out).is_dir() or any(Path(args.out).iterdir()):
+            raise UsageError(
+                f"--out {args.out} is not empty: pass --overwrite to replace its results, or leave --out out to write to "
+                "a new folder"
+            )
     trained = []
     for path in args.checkpoints:
         model, config = load_model(path)
@@ -146,12 +176,15 @@ def run(args: argparse.Namespace, argv: list[str]) -> list[dict[str, Any]]:
         raise UsageError("nothing to evaluate: give --checkpoints and/or --baselines")
     entries = _unique_labels(entries)
     n_stored = args.n_stored or (BINARY_N_STORED if task.images is None else IMAGE_N_STORED)
-    out = Path(args.out or f"results/recall_{dataset}")
-    out.mkdir(parents=True, exist_ok=True)
 
     started = time.perf_counter()
     errors = evaluate(task, entries, n_stored, args.batches, args.chunk, args.seed, not args.no_progress)
     unstored = evaluate_unstored(task, entries, n_stored, args.batches, args.chunk, args.seed)
+    if args.out is None:
+        out = new_run_dir(Path(DEFAULT_OUT_PARENT), f"recall_evaluate__{dataset}")
+    else:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
     rows = [
         {
             "dataset": dataset,

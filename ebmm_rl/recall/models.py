@@ -13,6 +13,7 @@ The protocol of Bartunov et al., "Meta-Learning Deep Energy-Based Memory Models"
 from __future__ import annotations
 
 import difflib
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -449,7 +450,13 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """A checkpoint's content (tensors on the CPU): ``step``, ``config``, ``spec``, ``model``, ``optimizer``,
     ``generator``, ``elapsed``."""
     file = checkpoint_path(path)
-    payload = torch.load(file, map_location="cpu", weights_only=True)
+    try:
+        payload = torch.load(file, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as error:
+        raise UsageError(
+            f"{file} is unreadable ({type(error).__name__}: {' '.join(str(error).split())}); it may be truncated or damaged: "
+            "train the run again or use another checkpoint"
+        ) from None
     if not isinstance(payload, dict) or "spec" not in payload:
         raise UsageError(f"{file} is not a checkpoint of `python -m ebmm_rl.recall train`")
     return payload

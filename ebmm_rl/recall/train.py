@@ -27,8 +27,10 @@ import yaml
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
+from ebmm_rl.runs import arguments
 from ebmm_rl.runs.directory import new_run_dir
 from ebmm_rl.memory import EBMM, GRAD_MODES, meta_train_step
+from ebmm_rl.recall import distributed
 from ebmm_rl.recall.models import (
     BIT_CORRUPTIONS,
     CHECKPOINT_FILE,
@@ -116,23 +118,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     config.add_argument("--model", choices=MODELS, help="ebmm (default) or the memnet baseline")
     config.add_argument(
         "--memory-sizes",
-        type=int,
+        type=arguments.positive_int,
         nargs="+",
         metavar="FLOATS",
         help="memory budgets in floats, one model each (default: binary 8256, digits 2064, omniglot/cifar10 4616); "
         "EBMM takes the largest fast layer that fits, memnet slots of memory // n_stored",
     )
-    config.add_argument("--n-stored", type=int, help="patterns written per memory (default 64)")
-    config.add_argument("--batch-size", type=int, help=f"memories per step (default {TRAIN_DEFAULTS['batch_size']})")
-    config.add_argument("--lr", type=float, help=f"AdamW learning rate (default {TRAIN_DEFAULTS['lr']})")
-    config.add_argument("--weight-decay", type=float, help="AdamW weight decay (default 1e-6, the paper's)")
-    config.add_argument("--grad-clip", type=float, help="global gradient-norm clip (default 0.05, the paper's)")
+    config.add_argument("--n-stored", type=arguments.positive_int, help="patterns written per memory (default 64)")
+    config.add_argument(
+        "--batch-size", type=arguments.positive_int, help=f"memories per step (default {TRAIN_DEFAULTS['batch_size']})"
+    )
+    config.add_argument("--lr", type=arguments.positive_float, help=f"AdamW learning rate (default {TRAIN_DEFAULTS['lr']})")
+    config.add_argument(
+        "--weight-decay", type=arguments.non_negative_float, help="AdamW weight decay (default 1e-6, the paper's)"
+    )
+    config.add_argument(
+        "--grad-clip", type=arguments.positive_float, help="global gradient-norm clip (default 0.05, the paper's)"
+    )
     config.add_argument("--energy", choices=ENERGIES, help="EBMM energy (default: mlp; conv for omniglot/cifar10)")
-    config.add_argument("--hidden", type=int, help="EBMM mlp encoder / memnet width (default 128; 256 for 32x32)")
-    config.add_argument("--hop-dim", type=int, help="width of the EBMM's gated hops (default 128; 256 for 32x32)")
-    config.add_argument("--hops", type=int, help="number of gated hops (default 3)")
-    config.add_argument("--write-steps", type=int, help="EBMM write steps (default 5)")
-    config.add_argument("--read-steps", type=int, help="EBMM read steps (default 5, the paper's)")
+    config.add_argument(
+        "--hidden", type=arguments.positive_int, help="EBMM mlp encoder / memnet width (default 128; 256 for 32x32)"
+    )
+    config.add_argument(
+        "--hop-dim", type=arguments.positive_int, help="width of the EBMM's gated hops (default 128; 256 for 32x32)"
+    )
+    config.add_argument("--hops", type=arguments.positive_int, help="number of gated hops (default 3)")
+    config.add_argument("--write-steps", type=arguments.positive_int, help="EBMM write steps (default 5)")
+    config.add_argument("--read-steps", type=arguments.positive_int, help="EBMM read steps (default 5, the paper's)")
     config.add_argument("--grad-mode", choices=GRAD_MODES[:2], help="meta-gradient (default second_order, the paper's)")
     config.add_argument(
         "--gradient-penalty",
@@ -145,10 +157,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--corruption",
         help=f"binary: {', '.join(BIT_CORRUPTIONS)} (default erase; see models.BIT_CORRUPTIONS); images: occlude",
     )
-    config.add_argument("--corrupt-bits", type=int, help="corrupted bits of a binary query (default 64 of 128)")
-    config.add_argument("--block", type=int, help="side of the occluded square (default image size // 2)")
-    config.add_argument("--image-size", type=int, help="image side (default: digits 8, omniglot 32)")
-    config.add_argument("--seed", type=int, help="seed of the model and the training data (default 0)")
+    config.add_argument(
+        "--corrupt-bits", type=arguments.non_negative_int, help="corrupted bits of a binary query (default 64 of 128)"
+    )
+    config.add_argument("--block", type=arguments.positive_int, help="side of the occluded square (default image size // 2)")
+    config.add_argument("--image-size", type=arguments.positive_int, help="image side (default: digits 8, omniglot 32)")
+    config.add_argument("--seed", type=arguments.seed, help="seed of the model and the training data (default 0)")
     config.add_argument(
         "--augment",
         action="store_true",
@@ -157,7 +171,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     config.add_argument(
         "--random-memories",
-        type=float,
+        type=arguments.fraction,
         metavar="FRACTION",
         help="fraction of training memories that hold random binary images instead of the split's (default 0); "
         "they can only be recalled by storing, not completed from what the model knows of the data",
@@ -165,11 +179,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     config.add_argument("--data-root", help="directory of the Omniglot/CIFAR-10 archives (default ~/.cache/ebmm_rl)")
 
     run = parser.add_argument_group("run settings")
-    run.add_argument("--steps", type=int, help=f"total meta-training steps (default {SETTINGS_DEFAULTS['steps']})")
-    run.add_argument("--time-limit", type=float, metavar="SECONDS", help="stop (and save) after this long")
-    run.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default 100)")
-    run.add_argument("--log-every", type=int, help="steps between TensorBoard scalars (default 10)")
-    run.add_argument("--device", help="torch device (default cpu)")
+    run.add_argument(
+        "--steps", type=arguments.positive_int, help=f"total meta-training steps (default {SETTINGS_DEFAULTS['steps']})"
+    )
+    run.add_argument(
+        "--time-limit", type=arguments.non_negative_float, metavar="SECONDS", help="stop (and save) after this long"
+    )
+    run.add_argument("--checkpoint-every", type=arguments.positive_int, help="steps between checkpoints (default 100)")
+    run.add_argument("--log-every", type=arguments.positive_int, help="steps between TensorBoard scalars (default 10)")
+    run.add_argument("--device", type=arguments.device, help="torch device: cpu or cuda (default cpu)")
     run.add_argument("--run-dir", metavar="DIR", help="parent of the run directories (default runs)")
     run.add_argument(
         "--resume",
@@ -189,14 +207,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, argv: list[str]) -> list[TrainResult]:
-    """Train the models the parsed options ask for (one per memory size), or resume one run."""
+    """Train the models the parsed options ask for (one per memory size), or resume one run; data-parallel over the
+    processes of ``torchrun`` when it started this one (:mod:`ebmm_rl.recall.distributed`)."""
+    workers, device = distributed.join(args.device or SETTINGS_DEFAULTS["device"])
+    try:
+        return _run(args, argv, workers, device)
+    finally:
+        distributed.leave()
+
+
+def _run(args: argparse.Namespace, argv: list[str], workers: distributed.Workers, device: str) -> list[TrainResult]:
     given = {key: getattr(args, key) for key in SETTINGS_DEFAULTS if getattr(args, key) is not None}
-    flags = {"tensorboard": not args.no_tensorboard, "progress": not args.no_progress}
+    flags = {"tensorboard": not args.no_tensorboard, "progress": not args.no_progress and workers.is_main}
+    if workers.world_size > 1:
+        given["device"] = device
     command = shlex.join([*shlex.split(PROGRAM), *argv])
     if args.resume is not None:
         if args.init_from is not None:
             raise UsageError("--init-from starts a new run; a resumed run continues its own model: drop one of them")
-        return [_resume(args, given, flags, command)]
+        return [_resume(args, given, flags, command, workers)]
     settings = {**SETTINGS_DEFAULTS, **given, **flags}
     if args.dataset is None:
         raise UsageError("--dataset is required (binary, digits, omniglot or cifar10), unless you --resume a run")
@@ -208,10 +237,18 @@ def run(args: argparse.Namespace, argv: list[str]) -> list[TrainResult]:
     results = []
     for config, spec in zip(configs, specs, strict=True):
         run_name = f"recall__{config['dataset']}__{config['model']}__m{config['memory']}__{config['seed']}"
-        run_dir = new_run_dir(Path(settings["run_dir"]), run_name)
-        (run_dir / "config.yml").write_text(yaml.safe_dump(config, sort_keys=False))
-        (run_dir / "seed").write_text(f"{config['seed']}\n")
-        results.append(_train(run_dir, task, config, spec, settings, command, checkpoint=None, initial=source))
+        if config["batch_size"] % workers.world_size:
+            raise UsageError(
+                f"--batch-size {config['batch_size']} does not split over {workers.world_size} processes; "
+                "give a multiple of the process count"
+            )
+        run_dir = None
+        if workers.is_main:
+            run_dir = new_run_dir(Path(settings["run_dir"]), run_name)
+            (run_dir / "config.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+            (run_dir / "seed").write_text(f"{config['seed']}\n")
+        run_dir = workers.broadcast(run_dir)
+        results.append(_train(run_dir, task, config, spec, settings, command, None, source, workers))
         if results[-1].interrupted:
             break
     return results
@@ -233,7 +270,9 @@ def _resolve_config(args: argparse.Namespace, memory: int) -> dict[str, Any]:
     return config
 
 
-def _resume(args: argparse.Namespace, given: dict[str, Any], flags: dict[str, bool], command: str) -> TrainResult:
+def _resume(
+    args: argparse.Namespace, given: dict[str, Any], flags: dict[str, bool], command: str, workers: distributed.Workers
+) -> TrainResult:
     """Continue a run with its config and its saved run settings (``args.yml``), the ones ``given`` on this command
     line replacing them: a time-limited run resumed without ``--steps`` goes on towards its own ``--steps``."""
     run_dir = Path(args.resume)
@@ -260,8 +299,9 @@ def _resume(args: argparse.Namespace, given: dict[str, Any], flags: dict[str, bo
     new_values = {key: given_config[key] for key in RESUMABLE_CONFIG_KEYS if key in given_config}
     if new_values:
         config = {**config, **new_values}
-        (run_dir / "config.yml").write_text(yaml.safe_dump(config, sort_keys=False))
-    return _train(run_dir, _train_task(config), config, payload["spec"], settings, command, checkpoint=payload)
+        if workers.is_main:
+            (run_dir / "config.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return _train(run_dir, _train_task(config), config, payload["spec"], settings, command, payload, None, workers)
 
 
 def _initial_model(path: str, configs: list[dict[str, Any]], specs: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
@@ -307,12 +347,16 @@ def _train(
     command: str,
     checkpoint: dict[str, Any] | None,
     initial: dict[str, torch.Tensor] | None = None,
+    workers: distributed.Workers | None = None,
 ) -> TrainResult:
     """Meta-train one model (of :func:`model_spec` ``spec``) from scratch, from ``checkpoint`` (a resume) or from the
-    model state ``initial`` (``--init-from``), up to ``settings["steps"]``."""
-    (run_dir / ARGS_FILE).write_text(yaml.safe_dump(settings, sort_keys=False))
-    with open(run_dir / "command.txt", "a") as file:
-        file.write(command + "\n")
+    model state ``initial`` (``--init-from``), up to ``settings["steps"]``; each of ``workers`` on its share of every
+    batch, process 0 alone writing files."""
+    workers = workers or distributed.Workers()
+    if workers.is_main:
+        (run_dir / ARGS_FILE).write_text(yaml.safe_dump(settings, sort_keys=False))
+        with open(run_dir / "command.txt", "a") as file:
+            file.write(command + "\n")
     device = torch.device(settings["device"])
     torch.manual_seed(config["seed"])
     model = build_model(spec).to(device)
@@ -331,10 +375,13 @@ def _train(
     view = recall_view(model, config.get("write", "batch"))
     memory_size = view.memory_size(config["n_stored"])
     checkpoint_file = run_dir / CHECKPOINT_FILE
-    writer = None if not settings["tensorboard"] else SummaryWriter(str(run_dir / "tensorboard"), purge_step=step)
+    tensorboard = settings["tensorboard"] and workers.is_main
+    writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=step) if tensorboard else None
     start_step, started = step, time.perf_counter()
 
     def save() -> None:
+        if not workers.is_main:
+            return
         payload = {
             "step": step,
             "config": config,
@@ -351,18 +398,26 @@ def _train(
     bar = tqdm(total=settings["steps"], initial=step, disable=not settings["progress"], desc=run_dir.name)
     try:
         while step < settings["steps"]:
-            if settings["time_limit"] is not None and time.perf_counter() - started > settings["time_limit"]:
+            over_time = settings["time_limit"] is not None and time.perf_counter() - started > settings["time_limit"]
+            if workers.any(over_time):  # on any process's clock, so that all stop at the same step
                 timed_out = True
                 break
+            # Every process draws the whole batch, so the data and the generator's state are one process's.
             patterns = task.sample(config["batch_size"], config["n_stored"], generator)  # [batch, n, dim]
             queries = task.corrupt(patterns, generator).to(device)
             patterns = patterns.to(device)
             stats = meta_train_step(
-                model, optimizer, patterns, queries, write=config.get("write", "batch"), max_grad_norm=config["grad_clip"]
+                model,
+                optimizer,
+                workers.shard(patterns),
+                workers.shard(queries),
+                write=config.get("write", "batch"),
+                max_grad_norm=config["grad_clip"],
+                reduce_gradients=workers.average_gradients,
             )
             step += 1
-            loss = stats["loss"]
-            if step % settings["log_every"] == 0 or step == settings["steps"]:
+            loss = workers.mean(stats["loss"])
+            if workers.is_main and (step % settings["log_every"] == 0 or step == settings["steps"]):
                 with torch.no_grad():
                     error = task.error(view.read(view.write(patterns), queries), patterns).mean().item()
                 if writer is not None:
@@ -382,6 +437,8 @@ def _train(
     status = "done"
     if interrupted or timed_out:
         status = f"{'interrupted' if interrupted else 'time limit'}; continue with `{PROGRAM} --resume {run_dir}`"
+    if not workers.is_main:
+        return TrainResult(run_dir, checkpoint_file, step, memory_size, loss, error, interrupted)
     measured = [f"loss {loss:.4g}"] if step > start_step else ["no meta-step in this start"]
     if not math.isnan(error):  # a batch is scored every --log-every steps and at the last step
         measured.append(f"{task.metric} {error:.4g}")

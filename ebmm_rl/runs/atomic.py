@@ -9,7 +9,10 @@ from pathlib import Path
 
 
 def write_atomically(path: str | Path, write: Callable[[Path], object]) -> Path:
-    """Write ``path`` through a temporary file beside it and ``os.replace``.
+    """Write ``path`` through a temporary file beside it, flushed to disk, and ``os.replace``.
+
+    A process killed during the write leaves the destination as it was (and at worst the temporary file); the flush
+    to disk before the rename keeps a machine that loses power from exposing a renamed but empty file.
 
     :param path: the destination.
     :param write: called with the temporary path (``.<name>.tmp``, so a writer that appends a missing suffix, as SB3's
@@ -19,7 +22,14 @@ def write_atomically(path: str | Path, write: Callable[[Path], object]) -> Path:
     path = Path(path)
     temporary = path.with_name(f".{path.name}.tmp")
     write(temporary)
+    with open(temporary, "rb") as file:
+        os.fsync(file.fileno())
     os.replace(temporary, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)  # the rename itself
+    finally:
+        os.close(directory)
     return path
 
 
@@ -29,3 +39,11 @@ def replace_atomically(source: str | Path, destination: str | Path) -> Path:
     :return: the destination.
     """
     return write_atomically(destination, lambda temporary: shutil.copyfile(source, temporary))
+
+
+def write_text_atomically(path: str | Path, text: str) -> Path:
+    """Write a text file atomically (UTF-8).
+
+    :return: the path.
+    """
+    return write_atomically(path, lambda temporary: temporary.write_text(text, encoding="utf-8"))

@@ -21,14 +21,18 @@ importlib; ``learning_rate``, ``clip_range`` and ``clip_range_vf`` accept ``lin_
 
 from __future__ import annotations
 
+import collections.abc
 import difflib
 import importlib
 import importlib.resources
 import inspect
+import math
 import re
-from collections.abc import Iterable, Mapping
+import types
+import typing
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Union
 
 import yaml
 from stable_baselines3.common.base_class import BaseAlgorithm
@@ -36,6 +40,8 @@ from stable_baselines3.common.utils import LinearSchedule
 
 from ebmm_rl.agents import Agent
 from ebmm_rl.envs import resolve_env_id
+from ebmm_rl.memory import EBMM, MLPEnergy
+from ebmm_rl.sb3.memory_spec import EBMM_KEYS, ENERGY_KEYS, memory_spec
 
 CONFIG_PACKAGE = "ebmm_rl.configs"
 """The package whose data files are the ``<agent>.yml`` configs (the repository's ``configs/`` folder)."""
@@ -49,6 +55,7 @@ RUN_KEYS: dict[str, str] = {
     "normalize": "normalise observations and rewards with SB3's VecNormalize (rl-zoo's key; true or VecNormalize kwargs)",
     "novelty_bonus": "training reward per pose new in the episode (ebmm_rl.sb3.exploration); 0 or absent: none",
     "novelty_bonus_steps": "environment steps over which novelty_bonus decays linearly to 0",
+    "curriculum": "stages the run trains through, each on its own env and settings (ebmm_rl.runs.curriculum)",
 }
 """Run-level keys every agent accepts; not passed to the algorithm."""
 
@@ -151,21 +158,50 @@ def apply_overrides(config: Mapping[str, Any], overrides: Iterable[str]) -> dict
     return result
 
 
+def constructor_parameters(cls: type) -> tuple[dict[str, inspect.Parameter], dict[str, Any]]:
+    """The keyword arguments of a class's constructor, following ``**kwargs`` to its base classes.
+
+    :param cls: the class.
+    :return: name -> parameter, in signature order, without ``self``, ``*args`` and ``**kwargs``; and name -> annotation
+        (``Any`` where it cannot be evaluated, e.g. a name imported only for type checkers).
+    """
+    parameters: dict[str, inspect.Parameter] = {}
+    hints: dict[str, Any] = {}
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        init = vars(klass)["__init__"]
+        signature = inspect.signature(init).parameters.values()
+        for parameter in signature:
+            if parameter.kind in (parameter.VAR_KEYWORD, parameter.VAR_POSITIONAL) or parameter.name == "self":
+                continue
+            if parameter.name not in parameters:
+                parameters[parameter.name] = parameter
+                hints[parameter.name] = _evaluated_annotation(parameter.annotation, init)
+        if not any(parameter.kind is parameter.VAR_KEYWORD for parameter in signature):
+            break
+    return parameters, hints
+
+
+def _evaluated_annotation(annotation: Any, function: Callable) -> Any:
+    if annotation is inspect.Parameter.empty:
+        return Any
+    if not isinstance(annotation, str):
+        return annotation
+    holder = types.SimpleNamespace(__annotations__={"value": annotation}, __globals__=getattr(function, "__globals__", {}))
+    try:
+        return typing.get_type_hints(holder)["value"]
+    except Exception:  # any failure to evaluate leaves the value unchecked, as an unannotated one
+        return Any
+
+
 def algorithm_arguments(algorithm: type[BaseAlgorithm]) -> list[str]:
     """Names of the constructor arguments of an algorithm, following ``**kwargs`` to its base classes.
 
     :param algorithm: an SB3 algorithm class.
     :return: the argument names, in signature order, without ``self`` and ``**kwargs``.
     """
-    names: list[str] = []
-    for cls in algorithm.__mro__:
-        if "__init__" not in vars(cls):
-            continue
-        parameters = inspect.signature(vars(cls)["__init__"]).parameters.values()
-        names += [p.name for p in parameters if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and p.name != "self"]
-        if not any(p.kind is p.VAR_KEYWORD for p in parameters):
-            break
-    return list(dict.fromkeys(names))
+    return list(constructor_parameters(algorithm)[0])
 
 
 def valid_keys(agent: Agent) -> list[str]:
@@ -370,3 +406,177 @@ def split_config(config: Mapping[str, Any], agent: Agent) -> tuple[dict[str, Any
                 raise ValueError(f"{key}: {value!r} is not lin_<number>, e.g. lin_3e-4.") from None
             kwargs[key] = LinearSchedule(start, 0.0, 1.0)
     return run, kwargs
+
+
+RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
+    "n_steps": (lambda value: value >= 1, "an integer >= 1"),
+    "batch_size": (lambda value: value >= 2, "an integer >= 2 (SB3 normalises advantages over a minibatch)"),
+    "n_epochs": (lambda value: value >= 1, "an integer >= 1"),
+    "learning_rate": (lambda value: value >= 0, "a number >= 0 or lin_<number>"),
+    "gamma": (lambda value: 0 <= value <= 1, "a number in [0, 1]"),
+    "gae_lambda": (lambda value: 0 <= value <= 1, "a number in [0, 1]"),
+    "clip_range": (lambda value: value > 0, "a number > 0 or lin_<number>"),
+    "clip_range_vf": (lambda value: value > 0, "a number > 0, lin_<number> or null"),
+    "ent_coef": (lambda value: value >= 0, "a number >= 0"),
+    "vf_coef": (lambda value: value >= 0, "a number >= 0"),
+    "max_grad_norm": (lambda value: value > 0, "a number > 0"),
+    "target_kl": (lambda value: value > 0, "a number > 0 or null"),
+    "stats_window_size": (lambda value: value >= 1, "an integer >= 1"),
+    "memory_loss_weight": (lambda value: value >= 0, "a number >= 0 (0: no memory objective)"),
+    "memory_loss_batches": (lambda value: value >= 1, "an integer >= 1 or null (every minibatch)"),
+}
+"""Ranges of the algorithms' numeric arguments; the type comes from the constructor's annotation. Arguments of the
+policy, features extractor and optimiser are checked by their classes when the model is built, before a run starts."""
+NESTED_KWARGS = {
+    "features_extractor_kwargs": "features_extractor_class",
+    "optimizer_kwargs": "optimizer_class",
+    "encoder_kwargs": "encoder_class",  # EBMMExtractor's observation encoder
+}
+"""Keyword-argument mappings of a policy (or of its features extractor) and the argument naming the class they are passed
+to."""
+OWN_ARGUMENTS = {"policy_kwargs": ("observation_space", "action_space", "lr_schedule"), "features_extractor_kwargs": (
+    "observation_space",), "encoder_kwargs": ("observation_space",), "optimizer_kwargs": ("params", "lr")}  # fmt: skip
+"""Arguments the consumer of a mapping gets from SB3 itself, so a config may not set them."""
+
+
+def check_arguments(
+    config: Mapping[str, Any], agent: Agent, source: str = "config", default_policy: str | None = None
+) -> None:
+    """Check every value of a resolved config against the type its consumer declares and, for the algorithm's numeric
+    arguments, against :data:`RANGES`; nested mappings (``policy_kwargs`` and the policy's ``features_extractor_kwargs``
+    and ``optimizer_kwargs``) against the constructors of the classes they go to, unknown keys included.
+
+    :param config: a resolved config (:func:`load_config`).
+    :param agent: its agent.
+    :param source: where the values come from, for the error message.
+    :param default_policy: the policy the run gets when the config names none (the algorithm's for the env's
+        observation space, :func:`ebmm_rl.runs.experiment.default_policy`); ``None``: ``policy_kwargs`` go unchecked then.
+    :raises ValueError: one line naming the key, the value and what is expected.
+    """
+    _, kwargs = split_config(config, agent)
+    _, hints = constructor_parameters(agent.algorithm)
+    for key, value in kwargs.items():
+        if key == "policy":
+            continue
+        _check_value(key, value, hints.get(key, Any), source)
+        if key in RANGES and isinstance(value, (int, float)) and not isinstance(value, bool):
+            accepts, expected = RANGES[key]
+            if not accepts(value):
+                raise ValueError(f"{source}: {key}={value!r} is out of range; expected {expected}.")
+    policy = kwargs.get("policy") or default_policy
+    if isinstance(policy, str):
+        policy = agent.algorithm.policy_aliases.get(policy)
+    if isinstance(policy, type) and kwargs.get("policy_kwargs") is not None:
+        _check_mapping("policy_kwargs", "policy_kwargs", kwargs["policy_kwargs"], policy, source)
+
+
+def _check_mapping(path: str, kind: str, values: Mapping[str, Any], consumer: type, source: str) -> None:
+    """Check the keyword arguments ``values`` (at ``path`` in the config) of ``consumer``'s constructor."""
+    parameters, hints = constructor_parameters(consumer)
+    settable = [name for name in parameters if name not in OWN_ARGUMENTS.get(kind, ())]
+    for name, value in values.items():
+        dotted = f"{path}.{name}"
+        if name not in settable:
+            suggestions = difflib.get_close_matches(str(name), settable, n=3)
+            hint = f" Did you mean {' or '.join(repr(s) for s in suggestions)}?" if suggestions else ""
+            raise ValueError(
+                f"{source}: unknown key {dotted!r}: {consumer.__name__} takes no argument {name!r}.{hint} "
+                f"Valid keys: {', '.join(settable)}."
+            )
+        _check_value(dotted, value, hints.get(name, Any), source)
+    if isinstance(values.get("memory"), Mapping) and "memory" in parameters:
+        _check_memory(f"{path}.memory", values["memory"], source)
+    for name, class_argument in NESTED_KWARGS.items():
+        if values.get(name) is None or class_argument not in parameters:
+            continue
+        nested_consumer = values.get(class_argument, parameters[class_argument].default)
+        if isinstance(nested_consumer, type):
+            _check_mapping(f"{path}.{name}", name, values[name], nested_consumer, source)
+
+
+def _check_memory(path: str, values: Mapping[str, Any], source: str) -> None:
+    """Check a memory specification (:func:`ebmm_rl.sb3.memory_spec.memory_spec`) against the constructors it goes to."""
+    try:
+        memory_spec(values)
+    except ValueError as error:
+        raise ValueError(f"{source}: {path}: {error}") from None
+    energy_hints, ebmm_hints = constructor_parameters(MLPEnergy)[1], constructor_parameters(EBMM)[1]
+    hints = {key: energy_hints.get("dim" if key == "pattern_dim" else key, Any) for key in ENERGY_KEYS}
+    hints |= {key: ebmm_hints.get(key, Any) for key in EBMM_KEYS}
+    for name, value in values.items():
+        _check_value(f"{path}.{name}", value, hints[name], source)
+
+
+def _check_value(key: str, value: Any, hint: Any, source: str) -> None:
+    if not conforms(value, hint):
+        raise ValueError(f"{source}: {key}={value!r} is not {describe(hint)}.")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{source}: {key}={value!r} is not a finite number.")
+
+
+def conforms(value: Any, hint: Any) -> bool:
+    """Whether a config value fits a type annotation. YAML has no tuples, so lists fit tuple types; integers fit
+    ``float``; a type it cannot check (a type variable, a forward reference) accepts anything.
+
+    :param value: the value (class paths already imported, ``lin_`` schedules already built).
+    :param hint: the annotation.
+    """
+    origin, arguments = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
+    if hint is None or hint is type(None):
+        return value is None
+    if origin in (Union, types.UnionType):
+        return any(conforms(value, argument) for argument in arguments)
+    if origin is Literal:
+        return value in arguments
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if origin is type:
+        return isinstance(value, type) and (
+            not arguments or not isinstance(arguments[0], type) or issubclass(value, arguments[0])
+        )
+    if origin is collections.abc.Callable or hint is collections.abc.Callable:
+        return callable(value)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            return False
+        if len(arguments) == 2 and arguments[1] is Ellipsis:
+            return all(conforms(item, arguments[0]) for item in value)
+        return not arguments or (len(value) == len(arguments) and all(map(conforms, value, arguments)))
+    if origin in (list, collections.abc.Sequence, collections.abc.Iterable):
+        return isinstance(value, (list, tuple)) and all(conforms(item, arguments[0]) for item in value if arguments)
+    if origin in (dict, collections.abc.Mapping):
+        return isinstance(value, Mapping) and (not arguments or all(conforms(item, arguments[1]) for item in value.values()))
+    if isinstance(hint, type) and origin is None:
+        return isinstance(value, hint)
+    return True
+
+
+def describe(hint: Any) -> str:
+    """What an annotation asks for, in words (for error messages)."""
+    origin, arguments = typing.get_origin(hint), typing.get_args(hint)
+    if hint is None or hint is type(None):
+        return "null"
+    if origin in (Union, types.UnionType):
+        return " or ".join(dict.fromkeys(describe(argument) for argument in arguments))
+    if origin is Literal:
+        return "one of " + ", ".join(map(repr, arguments))
+    words = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+    if hint in words:
+        return words[hint]
+    if origin is type:
+        return f"a dotted path to a subclass of {getattr(arguments[0], '__name__', arguments[0])}" if arguments else "a class"
+    if origin is collections.abc.Callable or hint is collections.abc.Callable:
+        return "a schedule (lin_<number>)"
+    if origin is tuple and arguments and arguments[-1] is not Ellipsis:
+        return f"a list of {len(arguments)} values ({', '.join(describe(argument) for argument in arguments)})"
+    if origin in (tuple, list, collections.abc.Sequence, collections.abc.Iterable):
+        return f"a list of values each {describe(arguments[0])}" if arguments else "a list"
+    if origin in (dict, collections.abc.Mapping):
+        return "a mapping"
+    return getattr(hint, "__name__", str(hint))

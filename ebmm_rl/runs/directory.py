@@ -16,6 +16,8 @@ EVALUATIONS_FILE = "evaluations.csv"
 """The periodic evaluations (:data:`ebmm_rl.sb3.callbacks.EVALUATION_FIELDS`)."""
 CHECKPOINT_DIR = "checkpoints"
 FINAL_MODEL = "final_model.zip"
+BEST_MODEL = "best_model.zip"
+"""The model of the best evaluation of the stage reached (SB3's ``EvalCallback`` name)."""
 TENSORBOARD_NAME = "tensorboard"
 
 

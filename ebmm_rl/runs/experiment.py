@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import pickle
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +16,31 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnvWrapper
 
 from ebmm_rl import envs
 from ebmm_rl.agents import Agent, get_agent
-from ebmm_rl.runs.checkpoints import latest_checkpoint, normalization_file
+from ebmm_rl.runs.checkpoints import (
+    CheckpointError,
+    ResumableEnv,
+    list_checkpoints,
+    load_first_readable,
+    normalization_file,
+)
 from ebmm_rl.runs.config import load_yaml
-from ebmm_rl.runs.directory import ARGS_FILE, CHECKPOINT_DIR, CONFIG_FILE, FINAL_MODEL
+from ebmm_rl.runs.directory import ARGS_FILE, BEST_MODEL, CHECKPOINT_DIR, CONFIG_FILE, FINAL_MODEL
 from ebmm_rl.sb3.window import VecEpisodicWindow
 
 EVAL_SEED_OFFSET = 1_000_000
 """Evaluation envs are seeded with ``seed + EVAL_SEED_OFFSET``, so they never replay training episodes."""
+MODEL_CHOICES = {
+    "best": f"{BEST_MODEL}: the best evaluation of the stage the run reached",
+    "final": f"{FINAL_MODEL}: the model at the end of training",
+    "latest": "the newest checkpoint (of a run still training or stopped)",
+}
+"""Which of a run's models :func:`load_run` loads; each falls back to the run's newer models after it."""
+
+
+def make_resumable_env(env_id: str, **kwargs: Any) -> ResumableEnv:
+    """:func:`ebmm_rl.envs.make_env` in a :class:`~ebmm_rl.runs.checkpoints.ResumableEnv`, whose state a checkpoint
+    holds."""
+    return ResumableEnv(envs.make_env(env_id, **kwargs))
 
 
 def make_vec_env(
@@ -48,9 +67,9 @@ def make_vec_env(
     :param training: training envs update the ``VecNormalize`` statistics and normalise rewards; evaluation envs
         (False) use the statistics they are given (``sync_envs_normalization``, :func:`load_normalization`) and report
         the task's own rewards.
-    :return: the vector env.
+    :return: the vector env (each env a :class:`~ebmm_rl.runs.checkpoints.ResumableEnv`).
     """
-    env_fn = functools.partial(envs.make_env, env_id, novel_poses=novel_poses, **agent.env_options(config))
+    env_fn = functools.partial(make_resumable_env, env_id, novel_poses=novel_poses, **agent.env_options(config))
     vec_env_cls = {"dummy": DummyVecEnv, "subproc": SubprocVecEnv}[vec_env]
     vectorized = vec_env_cls([env_fn] * n_envs)
     vectorized.seed(seed)
@@ -88,6 +107,15 @@ def default_policy(algorithm: type[BaseAlgorithm], observation_space: spaces.Spa
     return names[0]
 
 
+def observation_space(agent: Agent, env_id: str, config: dict[str, Any]) -> spaces.Space:
+    """The observation space a run's model gets: that of one env wrapped as :func:`make_vec_env` wraps it."""
+    env = make_vec_env(agent, env_id, config, 1, 0)
+    try:
+        return env.observation_space
+    finally:
+        env.close()
+
+
 def make_model(agent: Agent, env: VecEnv, algorithm_kwargs: dict[str, Any], **kwargs: Any) -> BaseAlgorithm:
     """A new model of an agent on an env, its policy :func:`default_policy` unless the config names one.
 
@@ -116,28 +144,37 @@ def load_normalization(env: VecEnv, model_path: str | Path) -> None:
     wrapper.obs_rms, wrapper.ret_rms = saved.obs_rms, saved.ret_rms
 
 
-def model_file(path: str | Path) -> Path:
-    """The model of a run: a ``.zip`` as is, or a run directory's final model, else its latest checkpoint.
+def model_candidates(path: str | Path, model: str = "final") -> list[Path]:
+    """The model files of a run, preferred first: a ``.zip`` as is; in a run directory the model asked for (``best``:
+    ``best_model.zip``, ``final``: ``final_model.zip``, ``latest``: the newest checkpoint), then the final model and
+    the checkpoints, newest first (an evaluation falls back to the next when one is missing or damaged).
 
-    :raises FileNotFoundError: if there is none.
+    :param path: a model file or a run directory.
+    :param model: one of :data:`MODEL_CHOICES`.
+    :return: the files; empty if there is none.
     """
     path = Path(path)
     if path.is_file():
-        return path
-    found = path / FINAL_MODEL if (path / FINAL_MODEL).is_file() else latest_checkpoint(path / CHECKPOINT_DIR)
-    if found is None:
-        raise FileNotFoundError(f"{path} is neither a model .zip nor a run directory holding {FINAL_MODEL} or a checkpoint.")
-    return found
+        return [path]
+    if model not in MODEL_CHOICES:
+        raise ValueError(f"model {model!r}: expected one of {', '.join(MODEL_CHOICES)}")
+    named = {"best": [path / BEST_MODEL], "final": [], "latest": list_checkpoints(path / CHECKPOINT_DIR)[:1]}[model]
+    candidates = [*named, path / FINAL_MODEL, *list_checkpoints(path / CHECKPOINT_DIR)]
+    return [candidate for candidate in dict.fromkeys(candidates) if candidate.is_file()]
 
 
-def load_run(run_dir: str | Path, device: str = "auto") -> tuple[Agent, dict[str, Any], dict[str, Any], BaseAlgorithm, Path]:
+def load_run(
+    run_dir: str | Path, device: str = "auto", model: str = "final"
+) -> tuple[Agent, dict[str, Any], dict[str, Any], BaseAlgorithm, Path]:
     """Load a run directory written by ``python -m ebmm_rl.train``.
 
     :param run_dir: the run directory.
     :param device: torch device for the model.
-    :return: the agent, the run settings (``args.yml``), the config (``config.yml``), the model (its final model, or
-        the latest checkpoint of an unfinished run) and the model's path.
+    :param model: which model (:data:`MODEL_CHOICES`); a run without it (no evaluation yet, unfinished) or with it
+        damaged gives its final model or newest checkpoint instead, saying so on stderr.
+    :return: the agent, the run settings (``args.yml``), the config (``config.yml``), the model and the model's path.
     :raises FileNotFoundError: if the directory is not a run or holds no model.
+    :raises CheckpointError: if no model of the run can be loaded (naming each file and its problem).
     """
     run_dir = Path(run_dir)
     if not (run_dir / ARGS_FILE).is_file() or not (run_dir / CONFIG_FILE).is_file():
@@ -145,5 +182,20 @@ def load_run(run_dir: str | Path, device: str = "auto") -> tuple[Agent, dict[str
     settings = load_yaml(run_dir / ARGS_FILE)
     config = load_yaml(run_dir / CONFIG_FILE)
     agent = get_agent(settings["agent"])
-    model_path = model_file(run_dir)
-    return agent, settings, config, agent.algorithm.load(model_path, device=device), model_path
+    candidates = model_candidates(run_dir, model)
+    if not candidates:
+        raise FileNotFoundError(f"{run_dir} holds neither {FINAL_MODEL} nor a checkpoint.")
+    wanted = {"best": run_dir / BEST_MODEL, "final": run_dir / FINAL_MODEL}.get(model, candidates[0])
+
+    def load(path: Path) -> BaseAlgorithm:
+        try:
+            return agent.algorithm.load(path, device=device)
+        except Exception as error:  # whatever keeps a model from loading makes it one to skip
+            raise CheckpointError(
+                f"{path} cannot be loaded ({type(error).__name__}: {' '.join(str(error).split())})"
+            ) from error
+
+    loaded, path = load_first_readable(candidates, load)
+    if path != wanted:
+        print(f"Evaluating {path} instead of {wanted}", file=sys.stderr)
+    return agent, settings, config, loaded, path

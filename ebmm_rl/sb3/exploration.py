@@ -3,7 +3,7 @@ in the episode, decaying linearly to 0 so that the policy ends up trained on the
 
 Why: in ``MiniGrid-Memory-v0`` the agent starts facing away from the cue. PPO first learns to walk straight to the
 choice (success 0.5 whatever it remembers), its entropy collapses, and it never turns back to look. A bonus for new
-poses pays for turning back early in training (results/README.md, "The default MiniGrid-Memory").
+poses pays for turning back early in training (results/benchmark_minigrid_memory_curriculum/from_scratch/).
 
 The envs report new poses (:class:`ebmm_rl.envs.NovelPoses`, ``info["novel_pose"]``); :class:`VecNoveltyBonus` sits outside
 SB3's ``VecMonitor``, so ``rollout/ep_rew_mean`` and every evaluation stay on the task's reward; and
@@ -45,16 +45,18 @@ class VecNoveltyBonus(VecEnvWrapper):
 
 
 class NoveltyBonusSchedule(BaseCallback):
-    """Decay a :class:`VecNoveltyBonus` linearly from ``initial`` at step 0 to 0 at ``decay_steps`` (and 0 after).
+    """Decay a :class:`VecNoveltyBonus` linearly from ``initial`` at step ``start`` to 0 at ``start + decay_steps``
+    (and 0 after).
 
     Set at the start of each rollout from ``model.num_timesteps``; logged as ``rollout/novelty_bonus``.
 
     :param bonus_env: the wrapper whose ``bonus`` is set.
-    :param initial: the bonus per new pose at step 0, >= 0.
-    :param decay_steps: environment steps at which it reaches 0, > 0.
+    :param initial: the bonus per new pose at step ``start``, >= 0.
+    :param decay_steps: environment steps over which it decays to 0, > 0.
+    :param start: the step the decay starts from (a curriculum stage's first step).
     """
 
-    def __init__(self, bonus_env: VecNoveltyBonus, initial: float, decay_steps: int) -> None:
+    def __init__(self, bonus_env: VecNoveltyBonus, initial: float, decay_steps: int, start: int = 0) -> None:
         super().__init__()
         if initial < 0 or decay_steps <= 0:
             raise ValueError(
@@ -64,9 +66,10 @@ class NoveltyBonusSchedule(BaseCallback):
         self.bonus_env = bonus_env
         self.initial = float(initial)
         self.decay_steps = int(decay_steps)
+        self.start = int(start)
 
     def bonus_at(self, num_timesteps: int) -> float:
-        return self.initial * max(0.0, 1.0 - num_timesteps / self.decay_steps)
+        return self.initial * max(0.0, 1.0 - (num_timesteps - self.start) / self.decay_steps)
 
     def _on_rollout_start(self) -> None:
         self.bonus_env.bonus = self.bonus_at(self.num_timesteps)

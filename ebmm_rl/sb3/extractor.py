@@ -215,7 +215,7 @@ class EBMMExtractor(BaseFeaturesExtractor):
         current = _check_window_space(observation_space)
         super().__init__(observation_space, features_dim)
         if write not in WRITE_KINDS:
-            raise ValueError(f"write must be one of {WRITE_KINDS}, got {write!r}")
+            raise ValueError(f"write must be {' or '.join(map(repr, WRITE_KINDS))}, got {write!r}")
         if n_queries < 1:
             raise ValueError(f"n_queries must be >= 1, got {n_queries}")
         self.write = write

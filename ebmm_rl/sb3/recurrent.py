@@ -142,7 +142,7 @@ class EBMMRecurrentPolicy(RecurrentActorCriticPolicy):
         """sb3-contrib's (hidden, cell) pair ``[1, batch, state_half]`` each -> the memories ``[batch, memory_size]``."""
         hidden, cell = states
         offset = torch.cat([hidden[0], cell[0]], dim=-1)[:, : self.memory_size]  # [batch, memory_size]
-        return MemoryState(self.memory.theta_bar + offset)
+        return self.memory.as_state(self.memory.theta_bar + offset)
 
     def to_recurrent_state(self, state: MemoryState) -> RecurrentState:
         """The memories ``[batch, memory_size]`` -> sb3-contrib's (hidden, cell) pair ``[1, batch, state_half]`` each."""

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU check and throughput in one device call (results/gpu/ holds what its first version measured; see results/README.md).
+# GPU check and throughput in one device call (results/gpu/README.md says what it measured on an H200).
 #
 #   bash results/gpu/run.sh OUT_DIR
 #
@@ -10,7 +10,7 @@
 # 3. python -m ebmm_rl.bench.recurrent: time per predict at steps 10 and 1,000 on cuda; on the CPU in the background
 #    also the training throughput on the EBMM-MemoryDelay configs;
 # 4. the default task MiniGrid-Memory (S13, 7x7 view) with the default configs: throughput on cuda;
-# 5. results/gpu/profile_agent.py: where ppo_ebmm_recurrent's acting and update time goes on cuda.
+# 5. python3 -m ebmm_rl.bench.profile: where ppo_ebmm_recurrent's acting and update time goes on cuda.
 # Run it as one device call with a limit of 8+ minutes, e.g.
 #   bash results/gpu/run.sh /tmp/gpu; tar czf "$OUT/gpu.tgz" -C /tmp gpu
 set -u
@@ -54,7 +54,7 @@ timeout 60 python3 -m ebmm_rl.bench.recurrent --agents ppo_ebmm_recurrent ppo_ls
 log "bench.recurrent cuda: $(tail -n 3 "$out/bench_recurrent_cuda.log" | tr '\n' ' ')"
 train memory_ppo_lstm_cuda cuda 45 --env MiniGrid-Memory --agent ppo_lstm --threads 1 --timesteps 8192
 train memory_ppo_ebmm_cuda cuda 90 --env MiniGrid-Memory --agent ppo_ebmm --threads 1 --timesteps 2048
-timeout 60 python3 results/gpu/profile_agent.py --device cuda --n-steps 16 --out "$out/profile_recurrent_cuda.txt"
+timeout 60 python3 -m ebmm_rl.bench.profile --device cuda --n-steps 16 --out "$out/profile_recurrent_cuda.txt"
 
 log "waiting for the CPU baselines"
 wait

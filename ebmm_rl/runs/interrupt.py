@@ -1,0 +1,76 @@
+"""Stopping a training run cleanly on SIGINT (Ctrl-C) or SIGTERM (``kill``, schedulers, containers).
+
+The first signal asks the run to stop at its next environment step (an evaluation under way is abandoned, to be redone
+when the run resumes); the run then saves the state at the start of its rollout, which is exact. A second signal stops
+it at once, keeping only the checkpoints already written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+
+from stable_baselines3.common.callbacks import BaseCallback
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class StopRequest:
+    """Whether a stop signal has arrived, and which."""
+
+    def __init__(self) -> None:
+        self.signal: signal.Signals | None = None
+
+    def __call__(self) -> bool:
+        """Whether the run was asked to stop."""
+        return self.signal is not None
+
+    @property
+    def exit_code(self) -> int:
+        """The shell's code for a process ended by the signal: 128 + its number (130 for SIGINT, 143 for SIGTERM)."""
+        return 128 + int(self.signal) if self.signal is not None else 0
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[StopRequest]:
+    """Handle SIGINT and SIGTERM in the ``with`` block: the first sets the :class:`StopRequest` it yields, a second
+    raises ``KeyboardInterrupt``. Outside the main thread, where Python cannot handle signals, nothing is installed."""
+    request = StopRequest()
+    if threading.current_thread() is not threading.main_thread():
+        yield request
+        return
+
+    def handle(number: int, frame: object) -> None:
+        if request.signal is not None:
+            raise KeyboardInterrupt
+        request.signal = signal.Signals(number)
+        print(
+            f"\n{request.signal.name}: stopping at the next environment step to save the run; send it again to stop at "
+            "once (keeping only the checkpoints already written)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    previous = {number: signal.signal(number, handle) for number in STOP_SIGNALS}
+    try:
+        yield request
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+class StopOnRequest(BaseCallback):
+    """Stop training at the next environment step once a :class:`StopRequest` is set."""
+
+    def __init__(self, request: StopRequest) -> None:
+        super().__init__()
+        self.request = request
+        self.stopped = False
+        """Whether it stopped training (mid-rollout, before the rollout's update)."""
+
+    def _on_step(self) -> bool:
+        self.stopped = self.stopped or self.request()
+        return not self.stopped

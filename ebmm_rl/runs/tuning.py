@@ -1,0 +1,228 @@
+"""Hyperparameter search over an agent's config with Optuna, the way rl-baselines3-zoo tunes SB3 agents.
+
+A trial samples PPO's settings and, for the EBMM agents, the memory's (:data:`MEMORY_KEYS`), trains one run with them
+(:mod:`ebmm_rl.runs.training`: a normal run directory, evaluated every ``timesteps / n_evaluations`` steps with greedy
+actions), reports each evaluation to Optuna, and is pruned when Optuna's median pruner says so. Its value is the last
+evaluation's success rate (or mean return). Trials live in an Optuna storage: SQLite by default, or any RDB URL, so
+several processes or machines can work on one study at once.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shlex
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+
+from ebmm_rl.runs.training import prepare_run, start_run, train_run
+
+METRICS = ("success_rate", "mean_reward")
+
+MEMORY_KEYS = {
+    "ppo_ebmm": "policy_kwargs.features_extractor_kwargs.memory",
+    "ppo_ebmm_recurrent": "policy_kwargs.memory",
+}
+"""Where each EBMM agent's config holds its memory's specification (the same keys for both)."""
+
+SQLITE_TIMEOUT_S = 60
+"""How long a process waits for another's write to the SQLite file before failing."""
+
+
+def sample_ppo(trial: optuna.Trial, n_envs: int) -> dict[str, Any]:
+    """PPO's (and RecurrentPPO's) settings: rl-zoo3's search space, with the minibatch size drawn as a divisor of the
+    rollout so that every draw is valid.
+
+    :param trial: the trial.
+    :param n_envs: the run's parallel envs (a rollout holds ``n_steps * n_envs`` transitions).
+    :return: config overrides, dotted key to value.
+    """
+    n_steps = trial.suggest_categorical("n_steps", [32, 64, 128, 256])
+    minibatches = trial.suggest_categorical("minibatches", [1, 2, 4, 8])
+    return {
+        "n_steps": n_steps,
+        "batch_size": max(n_steps * n_envs // minibatches, 1),
+        "n_epochs": trial.suggest_categorical("n_epochs", [1, 4, 8, 10]),
+        "learning_rate": trial.suggest_float("learning_rate", 1e-5, 3e-3, log=True),
+        "ent_coef": trial.suggest_float("ent_coef", 1e-6, 0.05, log=True),
+        "gamma": trial.suggest_categorical("gamma", [0.9, 0.95, 0.98, 0.99, 0.995]),
+        "gae_lambda": trial.suggest_categorical("gae_lambda", [0.8, 0.9, 0.95, 0.99]),
+        "clip_range": trial.suggest_categorical("clip_range", [0.1, 0.2, 0.3]),
+        "target_kl": trial.suggest_categorical("target_kl", [0.01, 0.02, 0.05, 0.1]),
+    }
+
+
+def sample_memory(trial: optuna.Trial) -> dict[str, Any]:
+    """The memory's size and its write and read: what sets an EBMM agent's speed and what it can hold.
+
+    :param trial: the trial.
+    :return: the memory specification's keys and values.
+    """
+    return {
+        "pattern_dim": trial.suggest_categorical("pattern_dim", [8, 16, 32]),
+        "hidden": trial.suggest_categorical("hidden", [16, 32, 64]),
+        "fast_units": trial.suggest_categorical("fast_units", [8, 16, 32]),
+        "write_steps": trial.suggest_int("write_steps", 1, 3),
+        "read_steps": trial.suggest_int("read_steps", 1, 3),
+        "grad_mode": trial.suggest_categorical("grad_mode", ["first_order", "second_order"]),
+    }
+
+
+def sample_overrides(trial: optuna.Trial, agent: str, n_envs: int) -> dict[str, Any]:
+    """Every setting a trial of ``agent`` samples.
+
+    :return: config overrides, dotted key to value.
+    """
+    overrides = sample_ppo(trial, n_envs)
+    if agent in MEMORY_KEYS:
+        overrides |= {f"{MEMORY_KEYS[agent]}.{key}": value for key, value in sample_memory(trial).items()}
+    return overrides
+
+
+class TrialReporter:
+    """Reports each evaluation of a trial's run to Optuna and ends the run when the trial should be pruned (the
+    ``on_evaluation`` handler of :func:`~ebmm_rl.runs.training.train_run`).
+
+    :param trial: the trial.
+    :param metric: the evaluation's value to report (:data:`METRICS`).
+    """
+
+    def __init__(self, trial: optuna.Trial, metric: str):
+        self.trial = trial
+        self.metric = metric
+        self.evaluations = 0
+        self.pruned = False
+
+    def __call__(self, row: dict[str, float]) -> bool:
+        value = row[self.metric]
+        self.evaluations += 1
+        self.trial.report(value, self.evaluations)
+        if self.trial.should_prune():
+            self.pruned = True
+            return False
+        return True
+
+
+@dataclass(frozen=True)
+class Search:
+    """What every trial of a study shares.
+
+    :param agent: the agent.
+    :param env: the env id.
+    :param timesteps: environment steps per trial.
+    :param n_evaluations: evaluations per trial (pruning happens at these).
+    :param eval_episodes: episodes per evaluation.
+    :param seed: trial ``k`` trains with seed ``seed + k``.
+    :param metric: what a trial maximises (:data:`METRICS`).
+    :param run_dir: parent of the trials' run directories.
+    :param device: torch device.
+    :param threads: torch threads per trial.
+    :param n_envs: parallel envs per trial (``None``: the config's).
+    :param overrides: fixed ``key=value`` config overrides under every trial's samples.
+    """
+
+    agent: str
+    env: str
+    timesteps: int
+    n_evaluations: int
+    eval_episodes: int
+    seed: int
+    metric: str
+    run_dir: str
+    device: str = "cpu"
+    threads: int = 1
+    n_envs: int | None = None
+    overrides: tuple[str, ...] = ()
+
+    def options(self, trial_number: int) -> dict[str, Any]:
+        """The run settings of one trial."""
+        return {
+            "agent": self.agent,
+            "env": self.env,
+            "seed": self.seed + trial_number,
+            "device": self.device,
+            "run_dir": self.run_dir,
+            "eval_freq": max(self.timesteps // self.n_evaluations, 1),
+            "eval_episodes": self.eval_episodes,
+            "eval_deterministic": True,
+            "checkpoint_freq": 0,
+        }
+
+
+def objective(search: Search, n_envs: int) -> Callable[[optuna.Trial], float]:
+    """The function Optuna maximises: train one trial's run and return its last evaluation's metric.
+
+    :param search: the study's settings.
+    :param n_envs: the runs' parallel envs.
+    :raises optuna.TrialPruned: when the pruner stopped the run.
+    """
+
+    def run_trial(trial: optuna.Trial) -> float:
+        sampled = sample_overrides(trial, search.agent, n_envs)
+        overrides = [*search.overrides, *(f"{key}={json.dumps(value)}" for key, value in sampled.items())]
+        options = search.options(trial.number)
+        flags = [f"--{key.replace('_', '-')}={value}" for key, value in options.items()]
+        flags += [f"--timesteps={search.timesteps}", *(f"--set={item}" for item in overrides)]
+        command = shlex.join(["python", "-m", "ebmm_rl.train", *flags])
+        spec = start_run(options, command, overrides=overrides, timesteps=search.timesteps, n_envs=search.n_envs)
+        reporter = TrialReporter(trial, search.metric)
+        result = train_run(prepare_run(spec, threads=search.threads), progress_bar=False, on_evaluation=reporter)
+        trial.set_user_attr("run_dir", str(result.run_dir))
+        trial.set_user_attr("fps", result.fps)
+        trial.set_user_attr("config", spec.config)
+        if result.interrupted:
+            raise KeyboardInterrupt
+        if reporter.pruned:
+            raise optuna.TrialPruned(f"pruned after {reporter.evaluations} evaluations")
+        value = result.success_rate if search.metric == "success_rate" else result.mean_reward
+        if value is None or not math.isfinite(value):
+            raise optuna.TrialPruned("no final evaluation")
+        return value
+
+    return run_trial
+
+
+def storage_for(url: str) -> optuna.storages.BaseStorage:
+    """An Optuna storage: an RDB URL (``sqlite:///file.db``, ``postgresql://...``), with SQLite waiting for other
+    processes' writes instead of failing at once."""
+    engine_kwargs = {"connect_args": {"timeout": SQLITE_TIMEOUT_S}} if url.startswith("sqlite") else {}
+    return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+
+
+def load_study(name: str, storage: str, seed: int, n_startup_trials: int, n_warmup_evaluations: int) -> optuna.Study:
+    """Create the study, or join it if it exists: TPE sampling, median pruning (rl-zoo3's defaults).
+
+    :param name: the study's name in the storage.
+    :param storage: the storage URL.
+    :param seed: the sampler's seed (each process joining the study adds its own offset).
+    :param n_startup_trials: trials sampled at random and never pruned before TPE and the pruner start.
+    :param n_warmup_evaluations: evaluations of a trial before it can be pruned.
+    """
+    return optuna.create_study(
+        study_name=name,
+        storage=storage_for(storage),
+        sampler=optuna.samplers.TPESampler(n_startup_trials=n_startup_trials, seed=seed),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=n_startup_trials, n_warmup_steps=n_warmup_evaluations),
+        direction="maximize",
+        load_if_exists=True,
+    )
+
+
+def finished_trials(study: optuna.Study) -> int:
+    """Trials that completed or were pruned (a failed or running trial does not count towards a study's size)."""
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    return len(study.get_trials(deepcopy=False, states=states))
+
+
+def best_section(study: optuna.Study, env: str) -> dict[str, Any]:
+    """The best trial's resolved config as a section keyed by env id, ready to paste into ``configs/<agent>.yml``.
+
+    :raises ValueError: if no trial has completed.
+    """
+    completed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    if not completed:
+        raise ValueError(f"study {study.study_name!r} has no completed trial yet")
+    return {env: study.best_trial.user_attrs["config"]}
