@@ -29,17 +29,20 @@ class Agent:
     :param name: the agent's name on the command line; must equal its module's name.
     :param algorithm: the SB3 algorithm class (``PPO``, ``RecurrentPPO`` or a subclass). Its constructor's argument
         names are the keys its config accepts.
-    :param policy: the default ``policy`` argument (a registered name like ``"MultiInputPolicy"``); a config may
-        override it with ``policy: <name or dotted class path>``.
+    :param policy: the default ``policy`` argument (a registered name like ``"MultiInputPolicy"`` or a dotted class path);
+        a config may override it with ``policy: <name or dotted class path>``. ``None``: the algorithm's policy for the
+        env's observation space, as an SB3 user picks it (:func:`ebmm_rl.runs.experiment.default_policy`: ``MlpPolicy``,
+        ``CnnPolicy`` or ``MultiInputPolicy``, and their ``Lstm`` forms).
     :param description: one line for ``--help``.
-    :param window: if set, the agent sees an :class:`ebmm_rl.envs.EpisodicWindow` of this many observations by default, and its
-        config accepts the run-level key ``window`` to change it. ``None``: no window, and ``window`` is not a valid key.
+    :param window: if set, the agent sees a :class:`ebmm_rl.sb3.VecEpisodicWindow` of this many observations by default,
+        and its config accepts the run-level key ``window`` to change it. ``None``: no window, and ``window`` is not a
+        valid key.
     :param oracle: wrap the env in :class:`ebmm_rl.envs.CueOracle` (the cue's identity in the observation; benchmarks only).
     """
 
     name: str
     algorithm: type[BaseAlgorithm]
-    policy: str
+    policy: str | None
     description: str
     window: int | None = None
     oracle: bool = False
@@ -57,10 +60,10 @@ class Agent:
     def env_options(self, config: dict[str, Any]) -> dict[str, Any]:
         """Keyword arguments of :func:`ebmm_rl.envs.make_env` for this agent under a resolved config.
 
-        :param config: a config from :func:`ebmm_rl.runs.config.load_config` (``window``, ``env_kwargs`` are read).
-        :return: ``window``, ``oracle`` and the config's ``env_kwargs`` (e.g. ``agent_view_size``, ``three_actions``).
+        :param config: a config from :func:`ebmm_rl.runs.config.load_config` (``env_kwargs`` is read).
+        :return: ``oracle`` and the config's ``env_kwargs`` (e.g. ``agent_view_size``, ``three_actions``).
         """
-        return {"window": config.get("window"), "oracle": self.oracle, **config.get("env_kwargs", {})}
+        return {"oracle": self.oracle, **config.get("env_kwargs", {})}
 
 
 def agent_names() -> list[str]:

@@ -11,6 +11,6 @@ from ebmm_rl.agents import Agent
 AGENT = Agent(
     name="ppo",
     algorithm=PPO,
-    policy="MultiInputPolicy",
+    policy=None,
     description="memoryless PPO on the current observation",
 )

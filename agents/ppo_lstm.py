@@ -11,6 +11,6 @@ from ebmm_rl.agents import Agent
 AGENT = Agent(
     name="ppo_lstm",
     algorithm=RecurrentPPO,
-    policy="MultiInputLstmPolicy",
+    policy=None,
     description="recurrent PPO with an LSTM (sb3-contrib RecurrentPPO)",
 )

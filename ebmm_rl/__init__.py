@@ -9,10 +9,21 @@ from ebmm_rl.memory import EBMM, ConvEnergy, EBMMCell, MemoryState, MLPEnergy
 if TYPE_CHECKING:
     from ebmm_rl.sb3.extractor import EBMMExtractor
     from ebmm_rl.sb3.recurrent import EBMMRecurrentPolicy
+    from ebmm_rl.sb3.window import VecEpisodicWindow
 
 __version__ = "0.1.0"
 
-__all__ = ["EBMM", "ConvEnergy", "EBMMCell", "EBMMExtractor", "EBMMRecurrentPolicy", "MLPEnergy", "MemoryState", "__version__"]
+__all__ = [
+    "EBMM",
+    "ConvEnergy",
+    "EBMMCell",
+    "EBMMExtractor",
+    "EBMMRecurrentPolicy",
+    "MLPEnergy",
+    "MemoryState",
+    "VecEpisodicWindow",
+    "__version__",
+]
 
 
 def __getattr__(name: str) -> object:
@@ -25,4 +36,8 @@ def __getattr__(name: str) -> object:
         from ebmm_rl.sb3.recurrent import EBMMRecurrentPolicy
 
         return EBMMRecurrentPolicy
+    if name == "VecEpisodicWindow":
+        from ebmm_rl.sb3.window import VecEpisodicWindow
+
+        return VecEpisodicWindow
     raise AttributeError(f"module 'ebmm_rl' has no attribute {name!r}")

@@ -4,11 +4,13 @@ Every (agent, env, seed) is one training run (:mod:`ebmm_rl.runs.training`, in a
 directories go to ``--run-dir``). From the runs' periodic evaluations it writes, into ``--out``:
 
 - ``evaluations.csv``: agent, env, seed, timesteps, success_rate, mean_reward, fps, stage, one row per evaluation;
-- ``summary.csv``: per agent and env, over seeds: final success rate and return, steps until the success rate first
-  reached ``--threshold`` (mean over the seeds that reached it, and how many did), steps from which it stayed at or
-  above the threshold in every later evaluation (mean over the seeds that held it, and how many did), fps;
+- ``summary.csv``: per agent and env, over seeds: final success rate and return (mean and std over seeds), steps until
+  the env's score first reached its threshold (mean over the seeds that reached it, and how many did), steps from which
+  it stayed at or above the threshold in every later evaluation (mean over the seeds that held it, and how many did),
+  fps. The score is the success rate (``--threshold``) on envs that pay only on success (MiniGrid's), else the mean
+  return (``--return-threshold``; the success rate is then empty);
 - ``summary.json``: the same plus one entry per run (and the failed runs, if any);
-- ``success_rate.png``: success rate against environment steps, one panel per env, one line per agent (mean over
+- ``success_rate.png``: each env's score against environment steps, one panel per env, one line per agent (mean over
   seeds, shaded between the lowest and highest seed).
 
 With a curriculum (:mod:`ebmm_rl.runs.curriculum`) the summary and the plot count only the evaluations of its last stage,
@@ -46,6 +48,9 @@ SUMMARY_COLUMNS = (
     "final_success_rate",
     "final_success_rate_std",
     "final_mean_reward",
+    "final_mean_reward_std",
+    "score",
+    "threshold",
     "steps_to_threshold",
     "seeds_reaching_threshold",
     "steps_to_hold",
@@ -93,17 +98,27 @@ def read_evaluations(run_dir: str | Path) -> list[dict[str, float]]:
     return sorted(rows, key=lambda row: row["timesteps"])
 
 
-def steps_to_threshold(rows: list[dict[str, float]], threshold: float) -> int | None:
-    """Environment steps at the first evaluation whose success rate reached ``threshold``; ``None`` if none did."""
-    return next((int(row["timesteps"]) for row in rows if row["success_rate"] >= threshold), None)
+def score_name(env_id: str) -> str:
+    """What the benchmark scores an env by: ``success_rate`` where the return says success (MiniGrid's), else
+    ``mean_reward``."""
+    return "success_rate" if envs.pays_on_success(env_id) else "mean_reward"
 
 
-def steps_to_hold(rows: list[dict[str, float]], threshold: float) -> int | None:
-    """Environment steps at the first evaluation from which every evaluation, to the last, reached ``threshold``;
-    ``None`` if the last one did not."""
+def steps_to_threshold(rows: list[dict[str, float]], threshold: float | None, score: str = "success_rate") -> int | None:
+    """Environment steps at the first evaluation whose ``score`` reached ``threshold``; ``None`` if none did."""
+    if threshold is None:
+        return None
+    return next((int(row["timesteps"]) for row in rows if row[score] >= threshold), None)
+
+
+def steps_to_hold(rows: list[dict[str, float]], threshold: float | None, score: str = "success_rate") -> int | None:
+    """Environment steps at the first evaluation from which every evaluation's ``score``, to the last, reached
+    ``threshold``; ``None`` if the last one did not."""
     held = None
+    if threshold is None:
+        return held
     for row in reversed(rows):
-        if row["success_rate"] < threshold:
+        if row[score] < threshold:
             break
         held = int(row["timesteps"])
     return held
@@ -119,6 +134,7 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         success = np.array([run["final_success_rate"] for run in group])
         reached = [run["steps_to_threshold"] for run in group if run["steps_to_threshold"] is not None]
         held = [run["steps_to_hold"] for run in group if run["steps_to_hold"] is not None]
+        returns = np.array([run["final_mean_reward"] for run in group])
         summary.append(
             {
                 "agent": agent,
@@ -126,7 +142,10 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "seeds": len(group),
                 "final_success_rate": float(success.mean()),
                 "final_success_rate_std": float(success.std()),
-                "final_mean_reward": float(np.mean([run["final_mean_reward"] for run in group])),
+                "final_mean_reward": float(returns.mean()),
+                "final_mean_reward_std": float(returns.std()),
+                "score": group[0]["score"],
+                "threshold": group[0]["threshold"],
                 "steps_to_threshold": float(np.mean(reached)) if reached else None,
                 "seeds_reaching_threshold": len(reached),
                 "steps_to_hold": float(np.mean(held)) if held else None,
@@ -137,14 +156,17 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return summary
 
 
-def plot_success(evaluations: list[dict[str, Any]], env_ids: list[str], threshold: float, path: str | Path) -> Path:
-    """Plot success rate against environment steps: one panel per env, one line per agent (mean over seeds).
+def plot_success(
+    evaluations: list[dict[str, Any]], env_ids: list[str], thresholds: dict[str, float | None], path: str | Path
+) -> Path:
+    """Plot each env's score (:func:`score_name`) against environment steps: one panel per env, one line per agent
+    (mean over seeds).
 
     Seeds are interpolated onto the union of their evaluation steps; the band spans the lowest and highest seed.
 
     :param evaluations: rows of :data:`EVALUATION_COLUMNS`.
     :param env_ids: the envs, one panel each, in this order.
-    :param threshold: drawn as a dotted line.
+    :param thresholds: per env, drawn as a dotted line (None: none).
     :param path: the PNG file.
     :return: the path.
     """
@@ -157,16 +179,22 @@ def plot_success(evaluations: list[dict[str, Any]], env_ids: list[str], threshol
     figure, axes = plt.subplots(1, len(env_ids), figsize=(5.5 * len(env_ids), 4), squeeze=False)
     for axis, env_id in zip(axes[0], env_ids, strict=True):
         rows = [row for row in evaluations if row["env"] == env_id]
+        score = score_name(env_id)
         for agent in sorted({row["agent"] for row in rows}):
             curves = {}
             for row in (row for row in rows if row["agent"] == agent):
-                curves.setdefault(row["seed"], []).append((row["timesteps"], row["success_rate"]))
+                curves.setdefault(row["seed"], []).append((row["timesteps"], row[score]))
             steps = np.unique([step for curve in curves.values() for step, _ in curve])
             interpolated = np.array([np.interp(steps, *np.array(sorted(curve)).T) for curve in curves.values()])
             line = axis.plot(steps, interpolated.mean(axis=0), label=f"{agent} ({len(curves)} seeds)")[0]
             axis.fill_between(steps, interpolated.min(axis=0), interpolated.max(axis=0), color=line.get_color(), alpha=0.2)
-        axis.axhline(threshold, color="grey", linestyle=":", linewidth=1)
-        axis.set(title=env_id, xlabel="environment steps", ylabel="success rate", ylim=(-0.02, 1.02))
+        if thresholds.get(env_id) is not None:
+            axis.axhline(thresholds[env_id], color="grey", linestyle=":", linewidth=1)
+        if score == "success_rate":
+            axis.set(ylabel="success rate", ylim=(-0.02, 1.02))
+        else:
+            axis.set(ylabel="mean return")
+        axis.set(title=env_id, xlabel="environment steps")
         axis.xaxis.set_major_formatter(EngFormatter())  # 100k, 1M: full step counts run into each other
         axis.grid(alpha=0.3)
         axis.legend(loc="lower right", fontsize="small")
@@ -175,6 +203,11 @@ def plot_success(evaluations: list[dict[str, Any]], env_ids: list[str], threshol
     figure.savefig(path, dpi=120)
     plt.close(figure)
     return path
+
+
+def score_text(row: dict[str, float], score: str) -> str:
+    """A run's final score, for the progress lines."""
+    return f"success {row['success_rate']:.1%}" if score == "success_rate" else f"mean return {row['mean_reward']:.1f}"
 
 
 def _write_csv(path: Path, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
@@ -209,6 +242,11 @@ def build_parser() -> arguments.ArgumentParser:
     parser.add_argument(
         "--threshold", type=arguments.fraction, default=0.95, help="success rate to count steps to (default 0.95)"
     )
+    parser.add_argument(
+        "--return-threshold",
+        type=float,
+        help="mean return to count steps to, on envs without success (CartPole, Pendulum...; default: none)",
+    )
     parser.add_argument("--threads", type=arguments.positive_int, default=1, help="torch threads per run (default 1)")
     parser.add_argument("--device", default="cpu", type=arguments.device, help="torch device: auto, cpu or cuda (default cpu)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override for every run")
@@ -231,6 +269,8 @@ def main(argv: list[str] | None = None) -> BenchmarkResult:
         env_ids = list(dict.fromkeys(envs.resolve_env_id(name) for name in args.envs))
     except ValueError as error:
         parser.error(str(error))
+    scores = {env_id: score_name(env_id) for env_id in env_ids}
+    thresholds = {env_id: args.threshold if scores[env_id] == "success_rate" else args.return_threshold for env_id in env_ids}
     jobs = [(agent, env_id, seed) for agent in args.agents for env_id in env_ids for seed in args.seeds]
     cpus = os.cpu_count() or 1
     workers = min(args.workers or cpus, len(jobs))
@@ -282,13 +322,15 @@ def main(argv: list[str] | None = None) -> BenchmarkResult:
                 "timesteps": int(final["timesteps"]),
                 "final_success_rate": final["success_rate"],
                 "final_mean_reward": final["mean_reward"],
-                "steps_to_threshold": steps_to_threshold(rows, args.threshold),
-                "steps_to_hold": steps_to_hold(rows, args.threshold),
+                "score": scores[env_id],
+                "threshold": thresholds[env_id],
+                "steps_to_threshold": steps_to_threshold(rows, thresholds[env_id], scores[env_id]),
+                "steps_to_hold": steps_to_hold(rows, thresholds[env_id], scores[env_id]),
                 "fps": outcome["fps"],
                 "run_dir": outcome["run_dir"],
             }
             result.runs.append(run)
-            print(f"[{done}/{len(jobs)}] {agent} on {env_id}, seed {seed}: success {final['success_rate']:.1%}")
+            print(f"[{done}/{len(jobs)}] {agent} on {env_id}, seed {seed}: {score_text(final, scores[env_id])}")
 
     evaluations.sort(key=lambda row: (row["agent"], row["env"], row["seed"], row["timesteps"]))
     for row in evaluations:
@@ -298,19 +340,25 @@ def main(argv: list[str] | None = None) -> BenchmarkResult:
     _write_csv(out / "evaluations.csv", EVALUATION_COLUMNS, evaluations)
     _write_csv(out / "summary.csv", SUMMARY_COLUMNS, result.summary)
     failed = [{"agent": agent, "env": env_id, "seed": seed, "error": error} for agent, env_id, seed, error in result.failed]
-    summary = {"threshold": args.threshold, "summary": result.summary, "runs": result.runs, "failed": failed}
+    summary = {"thresholds": thresholds, "summary": result.summary, "runs": result.runs, "failed": failed}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     if task_evaluations:
         plotted = [env_id for env_id in env_ids if any(row["env"] == env_id for row in task_evaluations)]
         task_evaluations.sort(key=lambda row: (row["agent"], row["env"], row["seed"], row["timesteps"]))
-        plot_success(task_evaluations, plotted, args.threshold, out / "success_rate.png")
+        plot_success(task_evaluations, plotted, thresholds, out / "success_rate.png")
     for row in result.summary:
         reached = f"{row['steps_to_threshold']:.0f} steps" if row["steps_to_threshold"] is not None else "never"
         held = f"from {row['steps_to_hold']:.0f} steps" if row["steps_to_hold"] is not None else "never"
+        if row["score"] == "success_rate":
+            final = f"success {row['final_success_rate']:.1%} ± {row['final_success_rate_std']:.1%}"
+            target = f"{row['threshold']:.0%}"
+        else:
+            final = f"mean return {row['final_mean_reward']:.1f} ± {row['final_mean_reward_std']:.1f}"
+            target = "no threshold" if row["threshold"] is None else f"{row['threshold']:g}"
         print(
-            f"{row['agent']} on {row['env']}: success {row['final_success_rate']:.1%} ± {row['final_success_rate_std']:.1%} "
-            f"over {row['seeds']} seeds; {args.threshold:.0%} reached by {row['seeds_reaching_threshold']} "
-            f"({reached}), held by {row['seeds_holding_threshold']} ({held}); {row['fps']:.0f} fps"
+            f"{row['agent']} on {row['env']}: {final} over {row['seeds']} seeds; {target} reached by "
+            f"{row['seeds_reaching_threshold']} ({reached}), held by {row['seeds_holding_threshold']} ({held}); "
+            f"{row['fps']:.0f} fps"
         )
     print(f"Results in {out}" + (f"; {len(result.failed)} runs FAILED" if result.failed else ""))
     return result

@@ -25,7 +25,8 @@ from ebmm_rl.agents import Agent
 from ebmm_rl.runs import arguments
 from ebmm_rl.runs.config import parse_override
 from ebmm_rl.runs.curriculum import stages
-from ebmm_rl.runs.experiment import EVAL_SEED_OFFSET, MODEL_CHOICES, load_run, make_vec_env
+from ebmm_rl.runs.experiment import EVAL_SEED_OFFSET, MODEL_CHOICES, load_normalization, load_run, make_vec_env
+from ebmm_rl.runs.training import success_note
 
 PROGRAM = "python -m ebmm_rl.evaluate"
 GIF_FRAME_MS = 150
@@ -40,7 +41,8 @@ class EvalResult:
     :param model_path: the evaluated model.
     :param env_id: the env it was evaluated on.
     :param episodes: number of episodes.
-    :param success_rate: fraction of episodes with a return > 0.
+    :param success_rate: fraction of episodes with a return > 0 on an env that pays only on success (MiniGrid's),
+        else ``nan`` (see :func:`ebmm_rl.envs.pays_on_success`).
     :param mean_reward: mean episode return.
     :param std_reward: standard deviation of the episode returns.
     :param mean_ep_length: mean episode length.
@@ -62,6 +64,7 @@ def record_gif(
     agent: Agent,
     env_id: str,
     config: dict[str, Any],
+    model_path: Path,
     path: str | Path,
     episodes: int,
     seed: int,
@@ -72,28 +75,31 @@ def record_gif(
     :param model: the model.
     :param agent: its agent (how the env is wrapped).
     :param env_id: the env.
-    :param config: the run's config (``window``, ``env_kwargs``).
+    :param config: the run's config (``window``, ``env_kwargs``, ``normalize``).
+    :param model_path: the model's file (its ``VecNormalize`` statistics are beside it).
     :param path: the GIF file.
     :param episodes: number of episodes to record.
     :param seed: seed of the first episode.
     :param deterministic: act greedily.
     :return: the path.
     """
-    options = agent.env_options(config)
-    env = envs.make_env(env_id, **{**options, "render_mode": "rgb_array"})
+    config = {**config, "env_kwargs": {**config.get("env_kwargs", {}), "render_mode": "rgb_array"}}
+    env = make_vec_env(agent, env_id, config, 1, seed, training=False)
+    load_normalization(env, model_path)
     frames: list[Image.Image] = []
     try:
         for episode in range(episodes):
-            observation, _ = env.reset(seed=seed + episode)
+            env.seed(seed + episode)
+            observation = env.reset()
             state, episode_start, done = None, np.ones((1,), dtype=bool), False
             while not done:
                 frames.append(Image.fromarray(env.render()))
                 action, state = model.predict(
                     observation, state=state, episode_start=episode_start, deterministic=deterministic
                 )
-                observation, _, terminated, truncated, _ = env.step(action)
-                episode_start, done = np.zeros((1,), dtype=bool), terminated or truncated
-            frames += [Image.fromarray(env.render())] * GIF_END_FRAMES
+                observation, _, dones, _ = env.step(action)
+                episode_start, done = dones, bool(dones[0])
+            frames += frames[-1:] * GIF_END_FRAMES  # the env has started the next episode: hold its last frame
     finally:
         env.close()
     path = Path(path)
@@ -147,7 +153,8 @@ def main(argv: list[str] | None = None) -> EvalResult:
         env_id = envs.resolve_env_id(args.env or settings["env"])
         config = {**config, "env_kwargs": {**config.get("env_kwargs", {}), **env_kwargs}}
         seed = settings["seed"] + EVAL_SEED_OFFSET if args.seed is None else args.seed
-        eval_env = make_vec_env(agent, env_id, config, min(args.n_envs, args.episodes), seed)
+        eval_env = make_vec_env(agent, env_id, config, min(args.n_envs, args.episodes), seed, training=False)
+        load_normalization(eval_env, model_path)
     except (ValueError, FileNotFoundError) as error:
         parser.error(str(error))
     except TypeError as error:  # gymnasium.make passes env_kwargs on to the env's constructor
@@ -161,12 +168,12 @@ def main(argv: list[str] | None = None) -> EvalResult:
     returns = np.asarray(returns, dtype=np.float64)
     gif_path = None
     if args.gif:
-        gif_path = record_gif(model, agent, env_id, config, args.gif, args.gif_episodes, seed, args.deterministic)
+        gif_path = record_gif(model, agent, env_id, config, model_path, args.gif, args.gif_episodes, seed, args.deterministic)
     result = EvalResult(
         model_path=model_path,
         env_id=env_id,
         episodes=len(returns),
-        success_rate=float(np.mean(returns > 0)),
+        success_rate=float(np.mean(returns > 0)) if envs.pays_on_success(env_id) else float("nan"),
         mean_reward=float(np.mean(returns)),
         std_reward=float(np.std(returns)),
         mean_ep_length=float(np.mean(lengths)),
@@ -174,7 +181,7 @@ def main(argv: list[str] | None = None) -> EvalResult:
     )
     gif_note = f"; GIF saved to {gif_path}" if gif_path else ""
     print(
-        f"{agent.name} on {env_id}: success {result.success_rate:.1%}, mean return {result.mean_reward:.3f} "
+        f"{agent.name} on {env_id}: {success_note(result.success_rate)}mean return {result.mean_reward:.3f} "
         f"± {result.std_reward:.3f}, mean length {result.mean_ep_length:.1f} ({result.episodes} episodes, "
         f"{'greedy' if args.deterministic else 'sampled'} actions) with {model_path}{gif_note}"
     )

@@ -1,8 +1,9 @@
 """Wrappers that turn MiniGrid Memory tasks into SB3-ready environments, one transform per class, and :func:`make_env`.
 
-:func:`make_env` applies them in this order: ``DropMission`` -> ``SymbolicImage`` -> ``ThreeActions`` (optional) ->
-``CueOracle`` (optional) -> ``EpisodicWindow`` (optional) -> ``NovelPoses`` (optional). Every wrapper records its
-constructor arguments, so ``env.spec`` can rebuild the whole stack.
+:func:`make_env` applies them to MiniGrid envs in this order: ``DropMission`` -> ``SymbolicImage`` -> ``ThreeActions``
+(optional) -> ``CueOracle`` (optional) -> ``NovelPoses`` (optional); any other env it returns as ``gymnasium.make`` does.
+Every wrapper records its constructor arguments, so ``env.spec`` can rebuild the whole stack. The episode's window of
+observations is a VecEnv wrapper (:class:`ebmm_rl.sb3.window.VecEpisodicWindow`), as SB3 stacks frames.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from gymnasium.utils import RecordConstructorArgs
 from minigrid.core.actions import Actions
 from minigrid.core.constants import COLOR_TO_IDX, OBJECT_TO_IDX, STATE_TO_IDX
 from minigrid.envs import MemoryEnv
+from minigrid.minigrid_env import MiniGridEnv
 
+from ebmm_rl.envs.control import register_control_envs
 from ebmm_rl.envs.memory import CUE_OBJECT_TYPES, ENV_ALIASES, cue_position, register_memory_envs
 
 CUE_UNKNOWN = 0
@@ -152,90 +155,6 @@ class CueOracle(gym.Wrapper, RecordConstructorArgs):
         return self._update_cue(observation), reward, terminated, truncated, info
 
 
-class EpisodicWindow(gym.Wrapper, RecordConstructorArgs):
-    """Add the last ``window`` observations of the current episode to the dict observation.
-
-    The window never crosses an episode boundary: ``reset`` empties it, then it holds the reset observation. Slot
-    ``window - 1`` is always the current observation, slot ``window - 2`` the one before, and so on; slots older than
-    the episode are padding (zeros, mask 0) at the start. After ``k`` steps, the last ``min(k + 1, window)`` slots are
-    valid.
-
-    Observation: the input dict plus
-
-    - ``window_image``: ``Box([window, H, W, C], uint8)`` with the input ``image`` bounds; oldest first;
-    - ``window_direction``: ``Box([window], int64)`` in the input ``direction`` range (padding: its lowest value, 0);
-    - ``window_mask``: ``Box([window], float32)``, 1.0 for a valid slot, 0.0 for padding.
-
-    :param env: an env with a dict observation holding ``image`` (Box) and ``direction`` (Discrete).
-    :param window: number of observations kept, >= 1.
-    """
-
-    def __init__(self, env: gym.Env, window: int):
-        RecordConstructorArgs.__init__(self, window=window)
-        gym.Wrapper.__init__(self, env)
-        if window < 1:
-            raise ValueError(f"window must be >= 1 (the current observation is always in it), got {window}")
-        observation_space = _dict_space(env, "EpisodicWindow")
-        image_space = observation_space["image"]
-        direction_space = observation_space["direction"]
-        if not isinstance(image_space, spaces.Box) or not isinstance(direction_space, spaces.Discrete):
-            raise TypeError(
-                "EpisodicWindow needs 'image' as a Box and 'direction' as a Discrete space (MiniGrid's), got "
-                f"{image_space} and {direction_space}; apply it before wrappers that change them."
-            )
-        self.window = window
-        window_shape = (window, *image_space.shape)
-        self._padding_direction = int(direction_space.start)
-        self.observation_space = spaces.Dict(
-            {
-                **observation_space.spaces,
-                "window_image": spaces.Box(
-                    low=np.broadcast_to(image_space.low, window_shape).copy(),
-                    high=np.broadcast_to(image_space.high, window_shape).copy(),
-                    dtype=image_space.dtype,
-                ),
-                "window_direction": spaces.Box(
-                    low=self._padding_direction,
-                    high=self._padding_direction + int(direction_space.n) - 1,
-                    shape=(window,),
-                    dtype=np.int64,
-                ),
-                "window_mask": spaces.Box(low=0.0, high=1.0, shape=(window,), dtype=np.float32),
-            }
-        )
-        # The window itself, shifted by one slot per step (oldest first); observations get copies of it. reset() fills
-        # it with padding.
-        self._window = {
-            key: np.zeros(space.shape, dtype=space.dtype)
-            for key, space in self.observation_space.items()
-            if key.startswith("window_")
-        }
-
-    def _add_to_window(self, observation: dict[str, Any]) -> dict[str, Any]:
-        window = self._window
-        for key, value in (
-            ("window_image", observation["image"]),
-            ("window_direction", observation["direction"]),
-            ("window_mask", 1.0),
-        ):
-            window[key][:-1] = window[key][1:]
-            window[key][-1] = value
-        return {**observation, **{key: value.copy() for key, value in window.items()}}
-
-    def reset(
-        self, *, seed: int | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[dict[str, Any], dict[str, Any]]:
-        observation, info = self.env.reset(seed=seed, options=options)
-        self._window["window_image"].fill(0)
-        self._window["window_direction"].fill(self._padding_direction)
-        self._window["window_mask"].fill(0.0)
-        return self._add_to_window(observation), info
-
-    def step(self, action: Any) -> tuple[dict[str, Any], SupportsFloat, bool, bool, dict[str, Any]]:
-        observation, reward, terminated, truncated, info = self.env.step(action)
-        return self._add_to_window(observation), reward, terminated, truncated, info
-
-
 class NovelPoses(gym.Wrapper, RecordConstructorArgs):
     """Say in ``info["novel_pose"]`` whether a step reached a pose (position and direction) that the agent has not
     been in before in this episode; observations and rewards are unchanged.
@@ -287,6 +206,7 @@ def resolve_env_id(name: str) -> str:
     :raises ValueError: for an unknown name, with the closest ids and aliases as suggestions.
     """
     register_memory_envs()
+    register_control_envs()
     if name in gym.registry:
         return name
     if name in ENV_ALIASES:
@@ -299,36 +219,58 @@ def resolve_env_id(name: str) -> str:
     )
 
 
+def pays_on_success(env_id: str) -> bool:
+    """Whether an env's episode return is > 0 exactly when the episode succeeds, so that the success rate is the
+    fraction of returns > 0: MiniGrid envs (they pay ``1 - 0.9 * steps / max_steps`` on success, 0 otherwise). Other
+    envs (CartPole, Pendulum...) have no success, only a return.
+
+    :param env_id: a registered id or an alias.
+    """
+    env = gym.make(resolve_env_id(env_id))
+    try:
+        return isinstance(env.unwrapped, MiniGridEnv)
+    finally:
+        env.close()
+
+
 def make_env(
     env_id: str,
     *,
-    window: int | None = None,
-    three_actions: bool = True,
+    three_actions: bool | None = None,
     oracle: bool = False,
     novel_poses: bool = False,
     **env_kwargs: Any,
 ) -> gym.Env:
-    """Make a MiniGrid (Memory) env ready for SB3's ``MultiInputPolicy``.
+    """Make an env ready for SB3: ``gymnasium.make`` of any registered id, and for a MiniGrid env its wrappers.
 
-    Always applies :class:`DropMission` and :class:`SymbolicImage`; the options add the other wrappers in the order
-    ``ThreeActions``, ``CueOracle``, ``EpisodicWindow``, ``NovelPoses``.
+    A MiniGrid env always gets :class:`DropMission` and :class:`SymbolicImage`; the options add the other MiniGrid
+    wrappers in the order ``ThreeActions``, ``CueOracle``, ``NovelPoses``. Any other env is returned as made.
 
     :param env_id: a registered id or an alias (see :func:`resolve_env_id`).
-    :param window: if given, add :class:`EpisodicWindow` with this many observations.
-    :param three_actions: restrict the actions to left, right, forward (:class:`ThreeActions`).
+    :param three_actions: restrict MiniGrid's actions to left, right, forward (:class:`ThreeActions`); ``None``: yes
+        for a MiniGrid env.
     :param oracle: add the cue identity (:class:`CueOracle`; benchmarks only, Memory tasks only).
     :param novel_poses: report new poses in ``info["novel_pose"]`` (:class:`NovelPoses`; for an exploration bonus).
     :param env_kwargs: passed to ``gymnasium.make`` (e.g. ``agent_view_size=3``, ``render_mode="rgb_array"``).
     :return: the wrapped env.
+    :raises TypeError: a MiniGrid option on an env that is not MiniGrid.
     """
     env = gym.make(resolve_env_id(env_id), **env_kwargs)
+    if not isinstance(env.unwrapped, MiniGridEnv):
+        asked = [
+            name
+            for name, value in (("three_actions", three_actions), ("oracle", oracle), ("novel_poses", novel_poses))
+            if value
+        ]
+        if asked:
+            env.close()
+            raise TypeError(f"{', '.join(asked)} work on MiniGrid envs only, and {env_id} is not one; leave them out.")
+        return env
     env = SymbolicImage(DropMission(env))
-    if three_actions:
+    if three_actions is None or three_actions:
         env = ThreeActions(env)
     if oracle:
         env = CueOracle(env)
-    if window is not None:
-        env = EpisodicWindow(env, window=window)
     if novel_poses:
         env = NovelPoses(env)
     return env

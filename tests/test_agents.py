@@ -10,7 +10,7 @@ from stable_baselines3 import PPO
 
 from ebmm_rl.agents import Agent, agent_names, get_agent
 from ebmm_rl.runs.config import load_config, split_config
-from ebmm_rl.runs.experiment import make_vec_env
+from ebmm_rl.runs.experiment import default_policy, make_model, make_vec_env
 
 BASELINES = ["ppo", "ppo_framestack", "ppo_lstm", "ppo_oracle"]
 ENV_ID = "EBMM-MemoryShort-v0"
@@ -59,7 +59,7 @@ def test_learn_save_load_round_trip(name, tmp_path):
     run, kwargs = split_config(config, agent)
     env = make_vec_env(agent, ENV_ID, config, run["n_envs"], seed=0)
     try:
-        model = agent.algorithm(env=env, seed=0, device="cpu", **kwargs)
+        model = make_model(agent, env, kwargs, seed=0, device="cpu")
         model.learn(64)
         assert model.num_timesteps == 64
         observation = env.reset()
@@ -76,5 +76,28 @@ def test_learn_save_load_round_trip(name, tmp_path):
             assert (optimizer.defaults["eps"], optimizer.defaults["fused"]) == (1e-5, True)
         if name == "ppo_lstm":
             assert loaded.policy.lstm_actor.hidden_size == 64
+    finally:
+        env.close()
+
+
+@pytest.mark.parametrize(
+    ("name", "env_id", "policy"),
+    [
+        ("ppo", "CartPoleNoVel-v1", "MlpPolicy"),
+        ("ppo", "EBMM-MemoryShort-v0", "MultiInputPolicy"),
+        ("ppo_lstm", "PendulumNoVel-v1", "MlpLstmPolicy"),
+        ("ppo_lstm", "EBMM-MemoryShort-v0", "MultiInputLstmPolicy"),
+        ("ppo_ebmm", "CartPoleNoVel-v1", "MultiInputPolicy"),  # the window makes the observation a Dict
+    ],
+)
+def test_the_policy_follows_the_observation_space(name, env_id, policy):
+    agent = get_agent(name)
+    config = load_config(agent, env_id, overrides=TINY)
+    run, kwargs = split_config(config, agent)
+    env = make_vec_env(agent, env_id, config, run["n_envs"], seed=0)
+    try:
+        assert default_policy(agent.algorithm, env.observation_space) == policy
+        model = make_model(agent, env, kwargs, seed=0, device="cpu")
+        assert type(model.policy) is agent.algorithm.policy_aliases[policy]
     finally:
         env.close()

@@ -29,7 +29,7 @@ def test_env_section_overrides_default_and_aliases_match(ppo):
     short = load_config(ppo, "EBMM-MemoryShort-v0")
     long = load_config(ppo, "EBMM-MemoryLong")  # alias of EBMM-MemoryLong-v0
     assert short["n_steps"] == 128
-    assert short["policy"] == "MultiInputPolicy"
+    assert "policy" not in short  # SB3's policy for the env's observation space (ebmm_rl.runs.experiment.default_policy)
     assert (long["n_steps"], long["gamma"], long["n_timesteps"]) == (512, 0.995, 5_000_000)
     assert long["policy_kwargs"] == short["policy_kwargs"]  # from default
     unlisted = load_config(ppo, "MiniGrid-MemoryS9-v0")  # no section: default only

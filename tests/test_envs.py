@@ -16,16 +16,18 @@ from ebmm_rl.envs import (
     DEFAULT_ENV_ID,
     CueOracle,
     CueStartMemoryEnv,
-    EpisodicWindow,
+    MaskVelocity,
     NovelPoses,
     make_env,
     register_envs,
     resolve_env_id,
 )
+from ebmm_rl.envs.control import NO_VELOCITY_IDS
 from ebmm_rl.envs.memory import CUE_OBJECT_TYPES, cue_position
 from ebmm_rl.envs.wrappers import CUE_UNKNOWN
 
 ENV_IDS = register_envs()
+MINIGRID_IDS = [env_id for env_id in ENV_IDS if env_id not in NO_VELOCITY_IDS]
 
 # check_env recommends the unwrapped env; for the wrappers the wrapped env is what is being checked.
 ignore_wrapped_warning = pytest.mark.filterwarnings("ignore:.*is different from the unwrapped version")
@@ -34,9 +36,8 @@ WRAPPER_OPTIONS = [
     pytest.param({}, id="default"),
     pytest.param({"three_actions": False}, id="seven_actions"),
     pytest.param({"oracle": True}, id="oracle"),
-    pytest.param({"window": 4}, id="window"),
-    pytest.param({"window": 1, "oracle": True, "agent_view_size": 5}, id="window1_oracle_view5"),
-    pytest.param({"window": 2, "novel_poses": True}, id="window_novel_poses"),
+    pytest.param({"oracle": True, "agent_view_size": 5}, id="oracle_view5"),
+    pytest.param({"novel_poses": True}, id="novel_poses"),
 ]
 
 
@@ -89,20 +90,20 @@ def test_wrapped_env_passes_check_env(options: dict[str, Any]):
     assert env.observation_space.contains(env.reset(seed=0)[0])
 
 
-@pytest.mark.parametrize("env_id", ENV_IDS)
+@pytest.mark.parametrize("env_id", MINIGRID_IDS)
 def test_seeded_episodes_are_deterministic(env_id: str):
     actions = np.random.default_rng(0).integers(0, 3, size=40).tolist()
-    first = rollout(make_env(env_id, window=3, oracle=True), seed=7, actions=actions)
-    second = rollout(make_env(env_id, window=3, oracle=True), seed=7, actions=actions)
+    first = rollout(make_env(env_id, oracle=True), seed=7, actions=actions)
+    second = rollout(make_env(env_id, oracle=True), seed=7, actions=actions)
     assert len(first) == len(second)
     assert all(data_equivalence(a, b) for a, b in zip(first, second, strict=True))
 
 
 def test_agent_view_size_option():
     assert gym.make("MiniGrid-MemoryS13-v0", agent_view_size=3).observation_space["image"].shape == (3, 3, 3)
-    env = make_env("MiniGrid-Memory", window=2, agent_view_size=5)
-    assert env.observation_space["window_image"].shape == (2, 5, 5, 3)
-    assert env.reset(seed=0)[0]["window_image"].shape == (2, 5, 5, 3)
+    env = make_env("MiniGrid-Memory", agent_view_size=5)
+    assert env.observation_space["image"].shape == (5, 5, 3)
+    assert env.reset(seed=0)[0]["image"].shape == (5, 5, 3)
 
 
 def test_aliases_resolve():
@@ -118,45 +119,34 @@ def test_unknown_env_id_suggests_a_close_match():
 
 
 def test_invalid_arguments_say_what_is_allowed():
-    with pytest.raises(ValueError, match="window must be >= 1"):
-        make_env("EBMM-MemoryShort-v0", window=0)
+    with pytest.raises(TypeError, match="oracle work on MiniGrid envs only"):
+        make_env("CartPoleNoVel-v1", oracle=True)
     with pytest.raises(ValueError, match="corridor_length must be >= 0"):
         CueStartMemoryEnv(corridor_length=-1)
     with pytest.raises(TypeError, match="CueOracle works on MiniGrid Memory tasks"):
         CueOracle(make_env("MiniGrid-Empty-5x5-v0"))
 
 
-def test_episodic_window_holds_the_current_episode_only():
-    window = 3
-    env = make_env("EBMM-MemoryShort-v0", window=window)
-    # Turn right, walk to the junction, turn left, step: the episode terminates at the last action.
-    actions = [Actions.right] + [Actions.forward] * 4 + [Actions.left, Actions.forward]
-    observation, _ = env.reset(seed=0)
-    episode = [observation]
-    for step in range(len(actions) + 1):
-        valid = min(step + 1, window)
-        assert observation["window_mask"].tolist() == [0.0] * (window - valid) + [1.0] * valid
-        past = episode[-valid:]
-        np.testing.assert_array_equal(observation["window_image"][window - valid :], [o["image"] for o in past])
-        np.testing.assert_array_equal(observation["window_direction"][window - valid :], [o["direction"] for o in past])
-        assert not observation["window_image"][: window - valid].any()
-        assert not observation["window_direction"][: window - valid].any()
-        if step == len(actions):
-            break
-        observation, _, terminated, _, _ = env.step(actions[step])
-        episode.append(observation)
-    assert terminated
-
-    observation, _ = env.reset(seed=1)
-    assert observation["window_mask"].tolist() == [0.0] * (window - 1) + [1.0]
-    np.testing.assert_array_equal(observation["window_image"][-1], observation["image"])
-    assert not observation["window_image"][:-1].any()
-
-
-def test_episodic_window_wraps_any_minigrid_dict_env():
-    env = EpisodicWindow(make_env("MiniGrid-Empty-5x5-v0"), window=2)
-    observation, _ = env.reset(seed=0)
-    assert observation["window_mask"].tolist() == [0.0, 1.0]
+@ignore_wrapped_warning
+@pytest.mark.parametrize("env_id", sorted(NO_VELOCITY_IDS))
+def test_no_velocity_envs_mask_the_velocities_only(env_id: str):
+    env = make_env(env_id)
+    check_env(env, skip_render_check=True)
+    base = gym.make(NO_VELOCITY_IDS[env_id])
+    velocities = np.flatnonzero(env.get_wrapper_attr("mask") == 0)
+    masked, _ = env.reset(seed=3)
+    full, _ = base.reset(seed=3)
+    env.action_space.seed(0)
+    for _ in range(5):  # the same task: the other entries and the rewards are the base task's
+        np.testing.assert_array_equal(masked[velocities], 0.0)
+        np.testing.assert_array_equal(np.delete(masked, velocities), np.delete(full, velocities))
+        action = env.action_space.sample()
+        masked, reward, *_ = env.step(action)
+        full, expected_reward, *_ = base.step(action)
+        assert reward == expected_reward
+    assert full[velocities].any()
+    with pytest.raises(ValueError, match="MaskVelocity knows the velocities of"):
+        MaskVelocity(gym.make("Acrobot-v1"))
 
 
 @pytest.mark.parametrize(
@@ -255,9 +245,8 @@ def test_cue_oracle_is_unknown_until_the_cue_is_seen():
 
 
 def test_sb3_ppo_learns_on_wrapped_env():
-    # Every key SB3 has to encode: the symbolic image (flattened, not a NatureCNN), the direction, the cue and the
-    # window arrays.
-    env = make_env("EBMM-MemoryShort-v0", window=4, oracle=True)
+    # Every key SB3 has to encode: the symbolic image (flattened, not a NatureCNN), the direction and the cue.
+    env = make_env("EBMM-MemoryShort-v0", oracle=True)
     PPO("MultiInputPolicy", env, n_steps=16, batch_size=16, seed=0).learn(32)
 
 

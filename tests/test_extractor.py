@@ -1,7 +1,8 @@
-"""EBMMExtractor inside SB3 policies, and the ppo_ebmm agent's algorithm."""
+"""EBMMExtractor inside SB3 policies on any observation space, and the ppo_ebmm agent's algorithm."""
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import sys
 
@@ -9,33 +10,38 @@ import numpy as np
 import pytest
 import torch
 from gymnasium import spaces
-from stable_baselines3 import A2C, PPO
+from stable_baselines3 import A2C, DQN, PPO, SAC
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.logger import configure
+from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.preprocessing import preprocess_obs
+from stable_baselines3.common.torch_layers import CombinedExtractor, FlattenExtractor, NatureCNN
 from stable_baselines3.common.utils import obs_as_tensor
+from stable_baselines3.common.vec_env import DummyVecEnv
 
-from ebmm_rl import envs
+from ebmm_rl import EBMMExtractor, envs
 from ebmm_rl.agents.ppo_ebmm import EBMMPPO
-from ebmm_rl import EBMMExtractor
+from ebmm_rl.sb3 import MiniGridEncoder, VecEpisodicWindow
 from ebmm_rl.sb3.extractor import distinct_rows
+from test_window import SPACES, CountingEnv
 
 ENV_ID = "EBMM-MemoryShort-v0"
 WINDOW = 4
-TINY = dict(features_dim=16, pattern_dim=8, encoder_hidden=16, memory_hidden=8, fast_units=4, hop_dim=8)
+TINY_MEMORY = dict(pattern_dim=8, hidden=8, fast_units=4, hop_dim=8)
+TINY = dict(
+    features_dim=16,
+    memory=TINY_MEMORY,
+    encoder_class=MiniGridEncoder,
+    encoder_kwargs=dict(features_dim=8, hidden=16),
+)
 
 
 def vec_env(n_envs: int = 2):
-    return make_vec_env(lambda: envs.make_env(ENV_ID, window=WINDOW), n_envs=n_envs, seed=0)
+    return VecEpisodicWindow(make_vec_env(lambda: envs.make_env(ENV_ID), n_envs=n_envs, seed=0), window=WINDOW)
 
 
 def policy_kwargs(**extractor_kwargs) -> dict:
-    return dict(
-        features_extractor_class=EBMMExtractor,
-        features_extractor_kwargs={**TINY, **extractor_kwargs},
-        net_arch=[16],
-        ortho_init=False,
-    )
+    return dict(features_extractor_class=EBMMExtractor, features_extractor_kwargs={**TINY, **extractor_kwargs}, net_arch=[16])
 
 
 def observations(env, n: int) -> dict[str, torch.Tensor]:
@@ -55,23 +61,63 @@ def test_features_shape_and_memory_size(write):
     assert features.shape == (2, 16)
 
 
-def test_unknown_observation_layout_names_the_wrapper():
-    plain = envs.make_env(ENV_ID)
-    with pytest.raises(ValueError, match=r"make_env\(env_id, window=T\)"):
-        EBMMExtractor(plain.observation_space)
-    with pytest.raises(ValueError, match="window_mask"):
-        EBMMExtractor(spaces.Box(0, 1, (3,)))
+def test_an_env_without_the_window_gets_the_line_that_adds_it():
+    for space in (envs.make_env(ENV_ID).observation_space, spaces.Box(0, 1, (3,))):
+        with pytest.raises(ValueError, match=r"env = VecEpisodicWindow\(env, window=16\)"):
+            EBMMExtractor(space)
+
+
+@pytest.mark.parametrize(
+    ("name", "encoder"),
+    [
+        ("box", FlattenExtractor),
+        ("image", NatureCNN),
+        ("discrete", FlattenExtractor),
+        ("multi_discrete", FlattenExtractor),
+        ("multi_binary", FlattenExtractor),
+        ("dict", CombinedExtractor),
+    ],
+)
+def test_any_observation_space_gets_sb3s_encoder_and_trains(name: str, encoder: type):
+    # The image env is channel-last: SB3 transposes the current image (VecTransposeImage), not its 4-d window.
+    env = VecEpisodicWindow(DummyVecEnv([lambda: CountingEnv(SPACES[name], length=5)] * 2), window=3)
+    model = PPO("MultiInputPolicy", env, n_steps=8, batch_size=8, n_epochs=1, seed=0, policy_kwargs=policy_kwargs(
+        encoder_class=None, encoder_kwargs={"features_dim": 8} if encoder is NatureCNN else None
+    ))  # fmt: skip
+    extractor = model.policy.features_extractor
+    assert type(extractor.encoder) is encoder
+    obs = model.policy.obs_to_tensor(model.env.reset())[0]
+    slots, _ = extractor.raw_slots(preprocess_obs(obs, model.observation_space))
+    for key, values in slots.items():  # the current observation is the window's last slot, as the env returned it
+        torch.testing.assert_close(values.reshape(2, 3, *values.shape[1:])[:, -1], obs[key].float())
+    before = extractor.memory.theta_bar.detach().clone()
+    model.learn(16)
+    assert not torch.equal(before, extractor.memory.theta_bar), "the RL loss must train the memory"
+
+
+def test_sb3s_orthogonal_init_does_not_reach_the_memory():
+    model = PPO("MultiInputPolicy", vec_env(), n_steps=8, batch_size=16, policy_kwargs=policy_kwargs())  # ortho_init=True
+    extractor = model.policy.features_extractor
+    assert not extractor.head[0].bias.any(), "SB3's init reaches the extractor's own layers"
+    linears = [module for module in extractor.memory.modules() if isinstance(module, torch.nn.Linear)]
+    for linear in linears:  # SB3's init would make them orthogonal (gain sqrt 2): W W^T = 2 I
+        gram = linear.weight @ linear.weight.T
+        assert not torch.allclose(gram, 2 * torch.eye(len(gram)), atol=1e-4)
+    memory = {name: value.clone() for name, value in extractor.memory.state_dict().items()}
+    extractor.apply(functools.partial(BasePolicy.init_weights, gain=np.sqrt(2)))
+    assert all(torch.equal(memory[name], value) for name, value in extractor.memory.state_dict().items())
+    extractor.apply(lambda module: torch.nn.init.zeros_(module.weight) if isinstance(module, torch.nn.Linear) else None)
+    assert not any(linear.weight.any() for linear in linears), "any other function reaches the memory"
 
 
 def test_features_depend_on_valid_window_entries_only():
     torch.manual_seed(0)
-    env = envs.make_env(ENV_ID, window=WINDOW)
+    env = vec_env(n_envs=1)
     extractor = EBMMExtractor(env.observation_space, **TINY)
-    obs, _ = env.reset(seed=0)
+    env.reset()
     for _ in range(2):
-        obs, *_ = env.step(2)
-    batch = {key: torch.as_tensor(np.asarray(value))[None].float() for key, value in obs.items()}
-    batch["direction"] = torch.nn.functional.one_hot(batch["direction"].long(), 4).float()
+        obs, *_ = env.step(np.array([2]))
+    batch = preprocess_obs(obs_as_tensor(obs, "cpu"), env.observation_space)
     assert batch["window_mask"].tolist() == [[0.0, 1.0, 1.0, 1.0]]
     with torch.no_grad():
         base = extractor(batch)
@@ -83,39 +129,14 @@ def test_features_depend_on_valid_window_entries_only():
         assert not torch.allclose(extractor(changed), base, atol=1e-4)
 
 
-@pytest.mark.parametrize("view", [3, 7])  # 10 and 50 symbols: two and several packed words
-def test_distinct_observations_are_found_exactly(view):
-    env = envs.make_env(ENV_ID, window=WINDOW)
-    encoder = EBMMExtractor(env.observation_space, **TINY).encoder
+@pytest.mark.parametrize("dtype", [torch.long, torch.float32])
+def test_distinct_rows_are_exact(dtype):
     generator = torch.Generator().manual_seed(0)
-    # 200 observations drawn from 12 (some differing in one cell channel only), one with indices beyond the tables,
-    # which the encoder clips: it must share the row of its clipped twin.
-    pool = torch.randint(0, 3, (12, view, view, 3), generator=generator).float()
+    pool = torch.randn(30, 9, generator=generator).mul(1000).to(dtype)
     pool[1] = pool[0]
-    pool[1, 2, 2, 2] += 1
-    pick = torch.randint(0, 12, (200,), generator=generator)
-    images, directions = pool[pick], torch.randint(0, 4, (12,), generator=generator)[pick].float()
-    images[0], images[1] = pool[3], pool[3]
-    images[1, 0, 0, 0] = 250.0
-    images[0, 0, 0, 0] = float(encoder.index_high[0])
-    directions[1] = directions[0]
-    first, row = encoder.distinct(images, directions)
-    seen = torch.cat([encoder.clamp_indices(images).flatten(1), directions.long()[:, None]], dim=1)
-    assert torch.equal(seen[first][row], seen)
-    assert first.shape[0] == torch.unique(seen, dim=0).shape[0] <= 13  # the 12, and pool[3] with its first index changed
-    assert row[0] == row[1]
-    if view == 3:
-        assert torch.equal(encoder(images[first][row], directions[first][row]), encoder(images, directions))
-
-
-@pytest.mark.parametrize("symbol_bits", [2, 20])  # many symbols to a word, and one or two
-def test_distinct_rows_are_exact(symbol_bits):
-    generator = torch.Generator().manual_seed(0)
-    pool = torch.randint(0, 2**symbol_bits, (30, 9), generator=generator)
-    pool[1] = pool[0]
-    pool[1, 8] = (pool[0, 8] + 1) % 2**symbol_bits  # differs in the last symbol only
+    pool[1, 8] = pool[0, 8] + 1  # differs in the last entry only
     symbols = pool[torch.randint(0, 30, (500,), generator=generator)]
-    first, row = distinct_rows(symbols, symbol_bits)
+    first, row = distinct_rows(symbols)
     assert torch.equal(symbols[first][row], symbols)
     assert first.shape[0] == torch.unique(symbols, dim=0).shape[0]
     assert torch.equal(row[first], torch.arange(first.shape[0]))  # first occurrences are their own rows
@@ -163,7 +184,7 @@ def test_ebmm_ppo_trains_the_memory_objective_and_logs_it(tmp_path):
     model.set_logger(configure(str(tmp_path), ["csv"]))
     model.learn(32)
     logged = (tmp_path / "progress.csv").read_text().splitlines()[0].split(",")
-    for key in ("memory/reconstruction_loss", "memory/read_step_size", "memory/alpha", "train/loss"):
+    for key in ("memory/reconstruction_loss", "memory/read_step_size", "memory/beta", "train/loss"):
         assert key in logged
     with pytest.raises(ValueError, match="features_extractor_class=EBMMExtractor"):
         EBMMPPO("MultiInputPolicy", vec_env(), n_steps=8, batch_size=8)
@@ -190,7 +211,7 @@ def test_save_load_round_trip_and_predict_in_a_new_process(tmp_path):
     env = vec_env()
     model = EBMMPPO(
         "MultiInputPolicy", env, n_steps=8, batch_size=8, memory_loss_weight=0.5,
-        policy_kwargs=policy_kwargs(write="stream", n_queries=2, gradient_penalty=False), seed=0,
+        policy_kwargs=policy_kwargs(write="stream", n_queries=2, memory={**TINY_MEMORY, "gradient_penalty": False}), seed=0,
     )  # fmt: skip
     model.learn(16)
     path = tmp_path / "model.zip"
@@ -202,7 +223,7 @@ def test_save_load_round_trip_and_predict_in_a_new_process(tmp_path):
     extractor = loaded.policy.features_extractor
     assert isinstance(extractor, EBMMExtractor)
     assert (extractor.write, extractor.n_queries, loaded.memory_loss_weight) == ("stream", 2, 0.5)
-    assert extractor.memory.gradient_penalty is False
+    assert extractor.memory.gradient_penalty is False and extractor.memory.dim == 8
     assert np.array_equal(loaded.predict(obs, deterministic=True)[0], expected)
 
     np.save(tmp_path / "obs.npy", obs, allow_pickle=True)
@@ -213,3 +234,37 @@ def test_save_load_round_trip_and_predict_in_a_new_process(tmp_path):
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == str(expected.tolist())
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "env_id", "kwargs"),
+    [
+        (PPO, "CartPoleNoVel-v1", dict(n_steps=8, batch_size=16, n_epochs=1)),
+        (A2C, "CartPoleNoVel-v1", dict(n_steps=8)),
+        (DQN, "CartPoleNoVel-v1", dict(learning_starts=8, buffer_size=64, batch_size=8)),
+        (SAC, "PendulumNoVel-v1", dict(learning_starts=8, buffer_size=64, batch_size=8)),
+    ],
+)
+def test_every_sb3_algorithm_trains_saves_and_loads_in_a_new_process(algorithm, env_id, kwargs, tmp_path):
+    envs.register_envs()
+    env = VecEpisodicWindow(make_vec_env(env_id, n_envs=2, seed=0), window=3)
+    extractor_kwargs = dict(features_dim=16, memory=TINY_MEMORY, n_queries=2)
+    model = algorithm(
+        "MultiInputPolicy", env, seed=0, **kwargs,
+        policy_kwargs=dict(features_extractor_class=EBMMExtractor, features_extractor_kwargs=extractor_kwargs, net_arch=[16]),
+    )  # fmt: skip
+    model.learn(32)
+    path = tmp_path / "model.zip"
+    model.save(path)
+    obs = env.reset()
+    expected, _ = model.predict(obs, deterministic=True)
+
+    np.save(tmp_path / "obs.npy", obs, allow_pickle=True)
+    script = (
+        f"import numpy as np; from stable_baselines3 import {algorithm.__name__} as Algorithm; "
+        f"obs = np.load({str(tmp_path / 'obs.npy')!r}, allow_pickle=True).item(); model = Algorithm.load({str(path)!r}); "
+        "assert model.policy.features_extractor_kwargs['memory']['pattern_dim'] == 8; "
+        f"np.save({str(tmp_path / 'actions.npy')!r}, model.predict(obs, deterministic=True)[0])"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True)
+    np.testing.assert_allclose(np.load(tmp_path / "actions.npy"), expected, rtol=1e-5)

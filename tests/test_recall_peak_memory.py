@@ -58,7 +58,7 @@ def test_peak_memory_and_speed_are_logged_and_chunks_take_the_same_steps(tmp_pat
     assert chunked.loss == pytest.approx(whole.loss, rel=1e-5)  # 8 memories as chunks of 3, 3 and 2
     with pytest.raises(SystemExit):
         main([*common, "--memory-chunk", "0", "--run-dir", str(tmp_path / "none")])
-    assert "--memory-chunk is a number of memories, >= 1; got 0" in capsys.readouterr().err
+    assert "--memory-chunk: '0' is not an integer >= 1" in capsys.readouterr().err
 
 
 def test_the_conv_energy_is_meta_trained_a_memory_at_a_time_by_default():

@@ -7,6 +7,8 @@ import pytest
 import torch
 from sb3_contrib.common.recurrent.type_aliases import RNNStates
 from stable_baselines3.common.logger import configure
+from stable_baselines3.common.torch_layers import CombinedExtractor, FlattenExtractor
+from stable_baselines3.common.vec_env import DummyVecEnv
 
 from ebmm_rl.agents import get_agent
 from ebmm_rl.agents.ppo_ebmm_recurrent import EBMMRecurrentPPO
@@ -14,6 +16,7 @@ from ebmm_rl.runs.config import load_config, split_config
 from ebmm_rl.memory import EBMM, EBMMCell, MLPEnergy
 from ebmm_rl.sb3.recurrent import EBMMRecurrentPolicy
 from ebmm_rl.runs.experiment import make_vec_env
+from test_window import SPACES, CountingEnv
 
 ENV_ID = "EBMM-MemoryShort-v0"
 TINY = [
@@ -22,7 +25,7 @@ TINY = [
     "batch_size=32",
     "n_epochs=1",
     "policy_kwargs.net_arch=[16]",
-    "policy_kwargs.fast_units=3",  # memory_size = 3 * 33 = 99 floats: odd, so the (hidden, cell) split pads one
+    "policy_kwargs.memory.fast_units=3",  # memory_size = 3 * 33 = 99 floats: odd, so the (hidden, cell) split pads one
 ]
 
 
@@ -165,16 +168,38 @@ def test_the_rl_loss_reaches_the_memory_through_the_sequence(model):
         assert gradient is not None and torch.isfinite(gradient).all() and gradient.abs().sum() > 0, name
 
 
-def test_policy_rejects_an_unknown_grad_mode():
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("policy_kwargs.memory.grad_mode=third_order", "grad_mode must be one of"),
+        ("policy_kwargs.memory.fast_unit=3", "Unknown memory key 'fast_unit'. Did you mean 'fast_units'"),
+    ],
+)
+def test_policy_rejects_a_bad_memory(override, message):
     agent = get_agent("ppo_ebmm_recurrent")
-    config = load_config(agent, ENV_ID, overrides=[*TINY, "policy_kwargs.grad_mode=none"])
+    config = load_config(agent, ENV_ID, overrides=[*TINY, override])
     _, kwargs = split_config(config, agent)
     env = make_vec_env(agent, ENV_ID, config, n_envs=1, seed=0)
     try:
-        with pytest.raises(ValueError, match="grad_mode must be 'second_order' or 'first_order'"):
+        with pytest.raises(ValueError, match=message):
             agent.algorithm(env=env, device="cpu", **kwargs)
     finally:
         env.close()
+
+
+@pytest.mark.parametrize(
+    ("name", "encoder"), [("box", FlattenExtractor), ("discrete", FlattenExtractor), ("dict", CombinedExtractor)]
+)
+def test_any_observation_space_gets_sb3s_encoder_and_trains(name, encoder):
+    env = DummyVecEnv([lambda: CountingEnv(SPACES[name], length=5)] * 2)
+    model = EBMMRecurrentPPO(
+        EBMMRecurrentPolicy, env, n_steps=8, batch_size=16, n_epochs=1, seed=0,
+        policy_kwargs=dict(net_arch=[16], memory=dict(pattern_dim=8, hidden=8, fast_units=4, hop_dim=8)),
+    )  # fmt: skip
+    assert type(model.policy.features_extractor) is encoder
+    before = model.policy.memory.theta_bar.detach().clone()
+    model.learn(16)
+    assert not torch.equal(before, model.policy.memory.theta_bar), "the RL loss must train the memory"
 
 
 # ---------------------------------------------------------------------------------------------------- the agent

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import csv
 import os
+import pickle
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from sb3_contrib import RecurrentPPO
@@ -19,6 +21,7 @@ from tensorboard.backend.event_processing.event_file_loader import EventFileLoad
 
 from ebmm_rl import evaluate, train
 from ebmm_rl.runs.checkpoints import read_training_state
+from ebmm_rl.sb3.algorithms import EBMMPPO
 
 EXACT = [
     "--env", "EBMM-MemoryShort",
@@ -179,6 +182,43 @@ def test_a_recurrent_run_killed_and_resumed_ends_bit_for_bit_equal(tmp_path):
     run_dir = the_run(tmp_path / "killed")
     assert train.main(["--resume", str(run_dir), "--no-progress", "--threads", "1"]).num_timesteps == 128
     assert_same_training(the_run(tmp_path / "uninterrupted"), run_dir, RecurrentPPO)
+
+
+def without(arguments: list[str], option: str) -> list[str]:
+    """The arguments without one ``--set`` override (its key) or option and its value."""
+    index = next(i for i, argument in enumerate(arguments) if argument == option or argument.startswith(option + "="))
+    start = index - 1 if arguments[index - 1] == "--set" else index
+    return arguments[:start] + arguments[index + 1 :]
+
+
+WINDOWED = [argument if argument != "ppo" else "ppo_ebmm" for argument in EXACT]
+"""ppo_ebmm: its observations come through VecEpisodicWindow, whose windows hold the episodes under way."""
+NORMALIZED = [
+    *(argument.replace("EBMM-MemoryShort", "PendulumNoVel-v1") for argument in without(EXACT, "env_kwargs.max_steps")),
+    "--set", "env_kwargs.max_episode_steps=12",  # gymnasium.make's: episodes end inside rollouts here too
+]  # fmt: skip
+"""ppo on PendulumNoVel-v1 (its section: normalize, VecNormalize's running statistics, and gSDE's noise)."""
+
+
+@pytest.mark.parametrize(
+    ("arguments", "algorithm"), [(WINDOWED, EBMMPPO), (NORMALIZED, PPO)], ids=["window", "normalize_and_sde"]
+)
+def test_a_run_with_vec_env_wrappers_killed_and_resumed_ends_bit_for_bit_equal(arguments, algorithm, tmp_path):
+    """The window and the normalisation statistics live in VecEnv wrappers, outside the envs a checkpoint pickles: the
+    checkpoint holds them (and a normalised run's statistics file beside each model is that of its state)."""
+    assert train.main([*arguments, "--run-dir", str(tmp_path / "uninterrupted")]).exit_code == 0
+    killed = run_with_fault("sigkill-during-checkpoint-write", 96, [*arguments, "--run-dir", str(tmp_path / "killed")])
+    assert killed.returncode == -9, killed.stderr
+    run_dir = the_run(tmp_path / "killed")
+    assert train.main(["--resume", str(run_dir), "--no-progress", "--threads", "1"]).num_timesteps == 128
+    uninterrupted = the_run(tmp_path / "uninterrupted")
+    assert_same_training(uninterrupted, run_dir, algorithm)
+    if algorithm is PPO:
+        expected, actual = (
+            pickle.loads((run / "final_model_vecnormalize.pkl").read_bytes()) for run in (uninterrupted, run_dir)
+        )
+        assert np.array_equal(actual.obs_rms.mean, expected.obs_rms.mean)
+        assert np.array_equal(actual.obs_rms.var, expected.obs_rms.var) and actual.ret_rms.var == expected.ret_rms.var
 
 
 def test_a_curriculum_run_resumed_across_its_stage_boundary_ends_bit_for_bit_equal(tmp_path):

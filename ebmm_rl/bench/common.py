@@ -6,7 +6,7 @@ import torch
 
 from ebmm_rl.agents import get_agent
 from ebmm_rl.runs.config import load_config, split_config
-from ebmm_rl.runs.experiment import make_vec_env
+from ebmm_rl.runs.experiment import make_model, make_vec_env
 
 ENV_ID = "EBMM-MemoryDelay-v0"
 """The task the agents' cost is measured on: its hallway sets the episode length."""
@@ -36,4 +36,4 @@ def build_model(agent_name: str, n_envs: int, corridor_length: int, device: torc
     config = load_config(agent, ENV_ID, overrides=[*hallway, *overrides])
     _, kwargs = split_config(config, agent)
     env = make_vec_env(agent, ENV_ID, config, n_envs=n_envs, seed=seed)
-    return agent.algorithm(env=env, seed=seed, device=device, verbose=0, **kwargs), env
+    return make_model(agent, env, kwargs, seed=seed, device=device, verbose=0), env

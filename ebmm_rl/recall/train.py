@@ -257,8 +257,6 @@ def _run(args: argparse.Namespace, argv: list[str], workers: distributed.Workers
     if workers.world_size > 1:
         given["device"] = device
     command = shlex.join([*shlex.split(PROGRAM), *argv])
-    if args.memory_chunk is not None and args.memory_chunk < 1:
-        raise UsageError(f"--memory-chunk is a number of memories, >= 1; got {args.memory_chunk}")
     if args.resume is not None:
         if args.init_from is not None:
             raise UsageError("--init-from starts a new run; a resumed run continues its own model: drop one of them")

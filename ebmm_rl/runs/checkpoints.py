@@ -4,14 +4,17 @@ A checkpoint at step N holds the whole training state after the update on the ro
 file (policy, optimiser, the schedules' progress, the last observations, the episode statistics) and, as one more member
 of the same zip, what SB3 leaves out (:class:`TrainingState`): the random generators of torch, numpy and ``random``,
 every training env's own state (its generator, the episode under way, its wrappers' buffers; :class:`ResumableEnv`),
-``VecMonitor``'s running episodes, a recurrent policy's last hidden state and the logger's values not yet written.
+the state of the VecEnv wrappers around them (:data:`WRAPPER_ATTRIBUTES`: ``VecMonitor``'s running episodes,
+``VecNormalize``'s running statistics, :class:`~ebmm_rl.sb3.window.VecEpisodicWindow`'s windows), a recurrent policy's
+last hidden state, gSDE's exploration noise and the logger's values not yet written.
 
 Why at a rollout's start: SB3 (and sb3-contrib) collect a rollout, then update on it. Between the update and the next
 rollout's first step nothing draws a random number or steps an env, so the state there is complete without a rollout
 buffer. :class:`CheckpointCallback` captures it at every rollout start and writes it when due; a run stopped mid-rollout
 is rewound to that capture (the policy changes only in the update) and saved from there. A resumed run restores all of
-it and replays what follows: on the CPU it ends bit for bit where the run would have ended uninterrupted. (gSDE draws
-its noise just before a rollout starts; no agent here uses it.)
+it and replays what follows: on the CPU it ends bit for bit where the run would have ended uninterrupted. gSDE
+(``use_sde``) draws its noise just before a rollout starts: a resumed run's first rollout puts back the noise and the
+random generators of the captured start over the ones it has just drawn.
 """
 
 from __future__ import annotations
@@ -20,8 +23,8 @@ import copy
 import pickle
 import random
 import re
-import zipfile
 import sys
+import zipfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,10 +35,11 @@ import numpy as np
 import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper, VecMonitor
+from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper, VecMonitor, VecNormalize
 
 from ebmm_rl.runs.atomic import write_atomically
 from ebmm_rl.sb3.callbacks import next_multiple
+from ebmm_rl.sb3.window import VecEpisodicWindow
 
 CHECKPOINT_PATTERN = re.compile(r"^model_(\d+)_steps\.zip$")
 SB3_DATA_MEMBER = "data"
@@ -88,15 +92,24 @@ def _map_tensors(value: Any, function: Any) -> Any:
     return value
 
 
-def _vec_monitor(env: VecEnv) -> VecMonitor | None:
+WRAPPER_ATTRIBUTES: dict[type[VecEnvWrapper], tuple[str, ...]] = {
+    VecMonitor: ("episode_returns", "episode_lengths", "episode_count"),
+    VecNormalize: ("obs_rms", "ret_rms", "returns", "old_obs", "old_reward"),
+    VecEpisodicWindow: ("_windows",),
+}
+"""The VecEnv wrappers that keep state between steps, and the attributes that hold it."""
+SDE_NOISE_ATTRIBUTES = ("exploration_mat", "exploration_matrices")
+"""gSDE's noise, drawn at a rollout's start (``policy.action_dist``, SB3's ``StateDependentNoiseDistribution``)."""
+
+
+def _stateful_wrappers(env: VecEnv) -> dict[str, VecEnvWrapper]:
+    """The wrappers of :data:`WRAPPER_ATTRIBUTES` around the envs, by class name."""
+    found = {}
     while isinstance(env, VecEnvWrapper):
-        if isinstance(env, VecMonitor):
-            return env
+        if type(env) in WRAPPER_ATTRIBUTES:
+            found[type(env).__name__] = env
         env = env.venv
-    return None
-
-
-MONITOR_ATTRIBUTES = ("episode_returns", "episode_lengths", "episode_count")
+    return found
 
 
 @dataclass
@@ -107,10 +120,13 @@ class TrainingState:
     :param algorithm: copies of the model's :data:`ALGORITHM_ATTRIBUTES` (tensors on the CPU).
     :param random: the states of torch's (CPU and CUDA), numpy's and Python's global random generators.
     :param envs: each training env's :meth:`ResumableEnv.snapshot`.
-    :param monitor: ``VecMonitor``'s running episode returns, lengths and count.
+    :param monitor: ``VecMonitor``'s running episode returns, lengths and count (checkpoints from before ``wrappers``).
     :param logger: the logger's values recorded and not yet written (e.g. ``train/`` of the last update).
     :param stage: where the run is in its curriculum (:meth:`ebmm_rl.runs.curriculum.StagePosition.as_dict`); ``None``
         in checkpoints from before curricula.
+    :param wrappers: per stateful VecEnv wrapper around the envs (by class name), copies of its
+        :data:`WRAPPER_ATTRIBUTES`; ``None`` in checkpoints from before it.
+    :param sde_noise: gSDE's noise of the rollout (:data:`SDE_NOISE_ATTRIBUTES`), ``None`` without ``use_sde``.
     """
 
     num_timesteps: int
@@ -120,6 +136,8 @@ class TrainingState:
     monitor: dict[str, Any]
     logger: dict[str, dict[str, Any]]
     stage: dict[str, int] | None = None
+    wrappers: dict[str, dict[str, Any]] | None = None
+    sde_noise: dict[str, torch.Tensor] | None = None
 
     @classmethod
     def capture(cls, model: BaseAlgorithm, stage: dict[str, int] | None = None) -> TrainingState:
@@ -131,8 +149,15 @@ class TrainingState:
         env = model.get_env()
         algorithm = {name: copy.deepcopy(getattr(model, name)) for name in ALGORITHM_ATTRIBUTES if hasattr(model, name)}
         algorithm = _map_tensors(algorithm, lambda tensor: tensor.detach().cpu().clone())
-        monitor = _vec_monitor(env)
+        wrappers = {
+            name: {attribute: copy.deepcopy(getattr(wrapper, attribute)) for attribute in WRAPPER_ATTRIBUTES[type(wrapper)]}
+            for name, wrapper in _stateful_wrappers(env).items()
+        }
         logger = getattr(model, "_logger", None)
+        sde_noise = None
+        if getattr(model, "use_sde", False):
+            distribution = model.policy.action_dist
+            sde_noise = {name: getattr(distribution, name).detach().cpu().clone() for name in SDE_NOISE_ATTRIBUTES}
         return cls(
             num_timesteps=model.num_timesteps,
             algorithm=algorithm,
@@ -143,11 +168,13 @@ class TrainingState:
                 "python": random.getstate(),
             },
             envs=env.env_method("snapshot"),
-            monitor={} if monitor is None else {name: copy.deepcopy(getattr(monitor, name)) for name in MONITOR_ATTRIBUTES},
+            monitor=wrappers.get(VecMonitor.__name__, {}),
             logger={}
             if logger is None
             else {name: dict(getattr(logger, name)) for name in ("name_to_value", "name_to_count", "name_to_excluded")},
             stage=None if stage is None else dict(stage),
+            wrappers=wrappers,
+            sde_noise=sde_noise,
         )
 
     def rewind(self, model: BaseAlgorithm) -> None:
@@ -167,10 +194,16 @@ class TrainingState:
         self.rewind(model)
         for index, snapshot in enumerate(self.envs):
             env.env_method("restore_snapshot", snapshot, indices=[index])
-        monitor = _vec_monitor(env)
-        if monitor is not None:
-            for name, value in self.monitor.items():
-                setattr(monitor, name, copy.deepcopy(value))
+        saved = self.wrappers if self.wrappers is not None else {VecMonitor.__name__: self.monitor}
+        for name, wrapper in _stateful_wrappers(env).items():
+            for attribute, value in saved.get(name, {}).items():
+                setattr(wrapper, attribute, copy.deepcopy(value))
+        self.restore_random()
+        for name, values in self.logger.items():
+            getattr(model.logger, name).update(values)
+
+    def restore_random(self) -> None:
+        """Put the random generators back to this state."""
         torch.set_rng_state(self.random["torch"])
         if (
             self.random["cuda"] is not None
@@ -180,13 +213,27 @@ class TrainingState:
             torch.cuda.set_rng_state_all(self.random["cuda"])
         np.random.set_state(self.random["numpy"])
         random.setstate(self.random["python"])
-        for name, values in self.logger.items():
-            getattr(model.logger, name).update(values)
+
+    def restore_sde_noise(self, model: BaseAlgorithm) -> None:
+        """At the first rollout start after :meth:`restore`: put back gSDE's noise of this state and the random
+        generators as they were after drawing it (the rollout has just drawn new noise over them)."""
+        if self.sde_noise is None:
+            return
+        distribution = model.policy.action_dist
+        for name, tensor in self.sde_noise.items():
+            setattr(distribution, name, tensor.to(model.device))
+        self.restore_random()
 
 
 def checkpoint_path(directory: str | Path, num_timesteps: int) -> Path:
     """Where the checkpoint at a step count lives: ``<directory>/model_<steps>_steps.zip``."""
     return Path(directory) / f"model_{num_timesteps}_steps.zip"
+
+
+def normalization_file(model_path: str | Path) -> Path:
+    """Where the ``VecNormalize`` statistics of a saved model are: ``<stem>_vecnormalize.pkl`` beside it."""
+    model_path = Path(model_path)
+    return model_path.with_name(f"{model_path.stem}_vecnormalize.pkl")
 
 
 def list_checkpoints(directory: str | Path) -> list[Path]:
@@ -248,7 +295,12 @@ def save_atomically(model: BaseAlgorithm, path: str | Path, state: TrainingState
     path = write_atomically(path, write)
     vec_normalize = model.get_vec_normalize_env()
     if vec_normalize is not None:
-        write_atomically(path.with_name(f"{path.stem}_vecnormalize.pkl"), vec_normalize.save)
+        if state is not None and state.wrappers is not None and VecNormalize.__name__ in state.wrappers:
+            # The statistics at the state's rollout start, not those of the steps taken since (a run stopped mid-rollout).
+            at_state = VecNormalize.__new__(VecNormalize)
+            at_state.__dict__.update({**vec_normalize.__dict__, **state.wrappers[VecNormalize.__name__]})
+            vec_normalize = at_state
+        write_atomically(normalization_file(path), vec_normalize.save)
     return path
 
 
@@ -335,6 +387,7 @@ class CheckpointCallback(BaseCallback):
         self.resume_state = resume_state
         self.stage = stage
         self.rollout_start: TrainingState | None = None
+        self._restored: TrainingState | None = None
         self._next_save: int | None = None
 
     def _init_callback(self) -> None:
@@ -343,9 +396,10 @@ class CheckpointCallback(BaseCallback):
         self.directory.mkdir(parents=True, exist_ok=True)
 
     def _on_training_start(self) -> None:
+        self._restored = None
         if self.resume_state is not None:
             self.resume_state.restore(self.model)
-            self.resume_state = None
+            self._restored, self.resume_state = self.resume_state, None
         if self.save_freq > 0 and self._next_save is None:
             self._next_save = next_multiple(self.model.num_timesteps, self.save_freq)
 
@@ -353,6 +407,9 @@ class CheckpointCallback(BaseCallback):
         return TrainingState.capture(self.model, None if self.stage is None else self.stage())
 
     def _on_rollout_start(self) -> None:
+        if self._restored is not None:
+            self._restored.restore_sde_noise(self.model)
+            self._restored = None
         self.rollout_start = self._capture()
         if self.save_freq > 0 and self._next_save is not None and self.model.num_timesteps >= self._next_save:
             self.save_rollout_start()
@@ -383,7 +440,8 @@ class CheckpointCallback(BaseCallback):
 
 class BestModel:
     """Keep the model of a run's best evaluation at ``path`` (SB3's ``best_model.zip``), written atomically whenever an
-    evaluation beats the best so far: a higher success rate, or the same and a higher mean return.
+    evaluation beats the best so far: a higher success rate, or the same (or none, on an env without success) and a
+    higher mean return.
 
     :param path: the model file.
     :param rows: evaluations already made (a resumed run's, of its stage), whose best is the one to beat.
@@ -396,7 +454,8 @@ class BestModel:
             self._beats(row)
 
     def _beats(self, row: dict[str, float]) -> bool:
-        score = (row["success_rate"], row["mean_reward"])
+        success = row["success_rate"]
+        score = (0.0 if np.isnan(success) else success, row["mean_reward"])  # nan: an env without success, by return
         if self.best is not None and score <= self.best:
             return False
         self.best = score

@@ -4,7 +4,8 @@
 A config is resolved for one agent and env by merging, each layer over the previous one (nested mappings merge key by
 key):
 
-1. the agent's defaults (``policy`` and, for agents with a window, ``window``);
+1. the agent's defaults (``policy``, unless the policy follows the observation space, and for agents with a window,
+   ``window``);
 2. the file's ``default`` section, then the section of the env;
 3. ``--config FILE``: a flat mapping (e.g. a run's saved ``config.yml``) or a file keyed by env id like those in
    ``configs/``;
@@ -39,6 +40,8 @@ from stable_baselines3.common.utils import LinearSchedule
 
 from ebmm_rl.agents import Agent
 from ebmm_rl.envs import resolve_env_id
+from ebmm_rl.memory import EBMM, MLPEnergy
+from ebmm_rl.sb3.memory_spec import EBMM_KEYS, ENERGY_KEYS, memory_spec
 
 CONFIG_PACKAGE = "ebmm_rl.configs"
 """The package whose data files are the ``<agent>.yml`` configs (the repository's ``configs/`` folder)."""
@@ -49,6 +52,7 @@ RUN_KEYS: dict[str, str] = {
     "n_envs": "number of parallel training envs",
     "n_timesteps": "total environment steps to train for",
     "env_kwargs": "keyword arguments of ebmm_rl.envs.make_env and gymnasium.make (e.g. agent_view_size, three_actions)",
+    "normalize": "normalise observations and rewards with SB3's VecNormalize (rl-zoo's key; true or VecNormalize kwargs)",
     "novelty_bonus": "training reward per pose new in the episode (ebmm_rl.sb3.exploration); 0 or absent: none",
     "novelty_bonus_steps": "environment steps over which novelty_bonus decays linearly to 0",
     "curriculum": "stages the run trains through, each on its own env and settings (ebmm_rl.runs.curriculum)",
@@ -313,7 +317,7 @@ def load_config(
         raise FileNotFoundError(
             f"Agent {agent.name!r} has no config file {path}; add configs/{agent.name}.yml (see configs/ppo.yml)."
         )
-    config: dict[str, Any] = {"policy": agent.policy, **agent.run_defaults}
+    config: dict[str, Any] = {**({"policy": agent.policy} if agent.policy else {}), **agent.run_defaults}
     layers = [(f"{path} [{name}]", section) for name, section in env_sections(load_yaml(path), env_id, str(path))]
     if config_file is not None:
         data = load_yaml(config_file) or {}
@@ -423,14 +427,21 @@ RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
 }
 """Ranges of the algorithms' numeric arguments; the type comes from the constructor's annotation. Arguments of the
 policy, features extractor and optimiser are checked by their classes when the model is built, before a run starts."""
-NESTED_KWARGS = {"features_extractor_kwargs": "features_extractor_class", "optimizer_kwargs": "optimizer_class"}
-"""Keyword-argument mappings of a policy and the argument naming the class they are passed to."""
+NESTED_KWARGS = {
+    "features_extractor_kwargs": "features_extractor_class",
+    "optimizer_kwargs": "optimizer_class",
+    "encoder_kwargs": "encoder_class",  # EBMMExtractor's observation encoder
+}
+"""Keyword-argument mappings of a policy (or of its features extractor) and the argument naming the class they are passed
+to."""
 OWN_ARGUMENTS = {"policy_kwargs": ("observation_space", "action_space", "lr_schedule"), "features_extractor_kwargs": (
-    "observation_space",), "optimizer_kwargs": ("params", "lr")}  # fmt: skip
+    "observation_space",), "encoder_kwargs": ("observation_space",), "optimizer_kwargs": ("params", "lr")}  # fmt: skip
 """Arguments the consumer of a mapping gets from SB3 itself, so a config may not set them."""
 
 
-def check_arguments(config: Mapping[str, Any], agent: Agent, source: str = "config") -> None:
+def check_arguments(
+    config: Mapping[str, Any], agent: Agent, source: str = "config", default_policy: str | None = None
+) -> None:
     """Check every value of a resolved config against the type its consumer declares and, for the algorithm's numeric
     arguments, against :data:`RANGES`; nested mappings (``policy_kwargs`` and the policy's ``features_extractor_kwargs``
     and ``optimizer_kwargs``) against the constructors of the classes they go to, unknown keys included.
@@ -438,6 +449,8 @@ def check_arguments(config: Mapping[str, Any], agent: Agent, source: str = "conf
     :param config: a resolved config (:func:`load_config`).
     :param agent: its agent.
     :param source: where the values come from, for the error message.
+    :param default_policy: the policy the run gets when the config names none (the algorithm's for the env's
+        observation space, :func:`ebmm_rl.runs.experiment.default_policy`); ``None``: ``policy_kwargs`` go unchecked then.
     :raises ValueError: one line naming the key, the value and what is expected.
     """
     _, kwargs = split_config(config, agent)
@@ -450,7 +463,7 @@ def check_arguments(config: Mapping[str, Any], agent: Agent, source: str = "conf
             accepts, expected = RANGES[key]
             if not accepts(value):
                 raise ValueError(f"{source}: {key}={value!r} is out of range; expected {expected}.")
-    policy = kwargs.get("policy")
+    policy = kwargs.get("policy") or default_policy
     if isinstance(policy, str):
         policy = agent.algorithm.policy_aliases.get(policy)
     if isinstance(policy, type) and kwargs.get("policy_kwargs") is not None:
@@ -471,12 +484,27 @@ def _check_mapping(path: str, kind: str, values: Mapping[str, Any], consumer: ty
                 f"Valid keys: {', '.join(settable)}."
             )
         _check_value(dotted, value, hints.get(name, Any), source)
+    if isinstance(values.get("memory"), Mapping) and "memory" in parameters:
+        _check_memory(f"{path}.memory", values["memory"], source)
     for name, class_argument in NESTED_KWARGS.items():
         if values.get(name) is None or class_argument not in parameters:
             continue
         nested_consumer = values.get(class_argument, parameters[class_argument].default)
         if isinstance(nested_consumer, type):
             _check_mapping(f"{path}.{name}", name, values[name], nested_consumer, source)
+
+
+def _check_memory(path: str, values: Mapping[str, Any], source: str) -> None:
+    """Check a memory specification (:func:`ebmm_rl.sb3.memory_spec.memory_spec`) against the constructors it goes to."""
+    try:
+        memory_spec(values)
+    except ValueError as error:
+        raise ValueError(f"{source}: {path}: {error}") from None
+    energy_hints, ebmm_hints = constructor_parameters(MLPEnergy)[1], constructor_parameters(EBMM)[1]
+    hints = {key: energy_hints.get("dim" if key == "pattern_dim" else key, Any) for key in ENERGY_KEYS}
+    hints |= {key: ebmm_hints.get(key, Any) for key in EBMM_KEYS}
+    for name, value in values.items():
+        _check_value(f"{path}.{name}", value, hints[name], source)
 
 
 def _check_value(key: str, value: Any, hint: Any, source: str) -> None:

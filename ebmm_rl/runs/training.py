@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import yaml
 from stable_baselines3.common.base_class import BaseAlgorithm
@@ -56,6 +57,7 @@ from ebmm_rl.runs.checkpoints import (
     list_checkpoints,
     load_checkpoint,
     load_first_readable,
+    normalization_file,
     read_training_state,
 )
 from ebmm_rl.runs.config import check_arguments, load_config, load_yaml, split_config, validate
@@ -82,7 +84,15 @@ from ebmm_rl.runs.directory import (
     new_run_dir,
 )
 from ebmm_rl.runs.events import drop_events_after
-from ebmm_rl.runs.experiment import EVAL_SEED_OFFSET, make_vec_env, model_candidates
+from ebmm_rl.runs.experiment import (
+    EVAL_SEED_OFFSET,
+    default_policy,
+    load_normalization,
+    make_model,
+    make_vec_env,
+    model_candidates,
+    observation_space,
+)
 from ebmm_rl.runs.interrupt import StopOnRequest, stop_on_signals
 from ebmm_rl.sb3.callbacks import EvaluationInterrupted, SuccessEvalCallback, TrainingProgress
 from ebmm_rl.sb3.exploration import NoveltyBonusSchedule, VecNoveltyBonus
@@ -183,13 +193,17 @@ class PreparedRun:
         return self.stage.describe(len(self.stages))
 
     def advance(self) -> None:
-        """Go on to the next stage at the model's step: its envs, its settings (:func:`ebmm_rl.runs.curriculum.apply_stage`)
-        and fresh episode statistics."""
+        """Go on to the next stage at the model's step: its envs (with the ``VecNormalize`` statistics so far, if the run
+        normalises), its settings (:func:`ebmm_rl.runs.curriculum.apply_stage`) and fresh episode statistics."""
+        previous = self.model.get_vec_normalize_env()
         self.close()
         # In place: the checkpoints and the gate read this position.
         self.position.index, self.position.start, self.position.held = self.position.index + 1, self.model.num_timesteps, 0
         self.env, self.eval_env = _make_envs(self.agent, self.spec.settings, self.stage)
         self.model.set_env(self.env)  # the next learn() resets the new envs
+        current = self.model.get_vec_normalize_env()
+        if previous is not None and current is not None:  # the policy has learned on inputs scaled by these statistics
+            current.obs_rms, current.ret_rms = previous.obs_rms, previous.ret_rms
         self.model.ep_info_buffer.clear()
         self.model.ep_success_buffer.clear()
         apply_stage(self.model, self.stage, self.agent, self.position.start, self.stage_end)
@@ -209,7 +223,8 @@ class TrainResult:
     :param run_dir: the run directory.
     :param model_path: the final model, or the checkpoint saved when the run was stopped.
     :param num_timesteps: environment steps trained, in total over all resumes (those of the saved state).
-    :param success_rate: success rate of the final evaluation (``None`` if stopped).
+    :param success_rate: success rate of the final evaluation (``None`` if stopped, ``nan`` on an env without
+        success).
     :param mean_reward: mean return of the final evaluation (``None`` if stopped).
     :param fps: environment steps per second since this start or resume (evaluations included).
     :param interrupted: whether a signal stopped the run (resume with ``--resume run_dir``).
@@ -287,7 +302,13 @@ def start_run(
         if value is not None:
             config[key] = value
     validate(config, agent, "--timesteps/--n-envs")
-    check_arguments(config, agent, "--set " + " ".join(overrides) if overrides else "config")
+    policy = None
+    if not config.get("policy"):  # the algorithm's policy for the env's observation space, as make_model picks it
+        try:
+            policy = default_policy(agent.algorithm, observation_space(agent, settings["env"], config))
+        except TypeError as error:  # gymnasium.make passes env_kwargs on to the env's constructor
+            raise _bad_env_kwargs(config, settings["env"], error) from None
+    check_arguments(config, agent, "--set " + " ".join(overrides) if overrides else "config", policy)
     run_stages = stages(config, settings["env"], agent)
     if run_stages[0].name is not None:
         check_spaces(run_stages, agent)
@@ -329,8 +350,17 @@ def resume_run(
     return RunSpec(settings, config, command, run_dir=run_dir, config_changed=timesteps is not None)
 
 
+def success_note(success_rate: float | None) -> str:
+    """``"success 95.0%, "``, or nothing for an env without success (a ``nan`` rate)."""
+    return "" if success_rate is None or np.isnan(success_rate) else f"success {success_rate:.1%}, "
+
+
 def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
+
+
+def _bad_env_kwargs(config: Mapping[str, Any], env_id: str, error: TypeError) -> ValueError:
+    return ValueError(f"env_kwargs {config.get('env_kwargs', {})!r} do not fit {env_id}: {_one_line(error)}")
 
 
 def _make_envs(agent: Agent, settings: Mapping[str, Any], stage: Stage) -> tuple[VecEnv, VecEnv]:
@@ -343,13 +373,12 @@ def _make_envs(agent: Agent, settings: Mapping[str, Any], stage: Stage) -> tuple
             agent, stage.env_id, config, n_envs, seed, settings["vec_env"], novel_poses=novelty_bonus > 0
         )
     except TypeError as error:  # gymnasium.make passes env_kwargs on to the env's constructor
-        raise ValueError(
-            f"env_kwargs {config.get('env_kwargs', {})!r} do not fit {stage.env_id}: {_one_line(error)}"
-        ) from None
+        raise _bad_env_kwargs(config, stage.env_id, error) from None
     if novelty_bonus > 0:
         # Outside VecMonitor: the logged episode returns and every evaluation stay on the task's own reward.
         env = VecNoveltyBonus(env, novelty_bonus)
-    eval_env = make_vec_env(agent, stage.env_id, config, min(n_envs, settings["eval_episodes"]), seed + EVAL_SEED_OFFSET)
+    eval_envs = min(n_envs, settings["eval_episodes"])
+    eval_env = make_vec_env(agent, stage.env_id, config, eval_envs, seed + EVAL_SEED_OFFSET, training=False)
     return env, eval_env
 
 
@@ -377,7 +406,7 @@ def prepare_run(spec: RunSpec, threads: int | None = None) -> PreparedRun:
         try:
             _, algorithm_kwargs = split_config(stage.config, agent)
             try:
-                model = agent.algorithm(env=env, seed=seed, device=device, **algorithm_kwargs)
+                model = make_model(agent, env, algorithm_kwargs, seed=seed, device=device)
             except (ValueError, TypeError, AssertionError) as error:
                 raise ValueError(
                     f"the config does not fit {agent.name} ({agent.algorithm.__name__}): {_one_line(error)}"
@@ -408,6 +437,8 @@ def _load_resumed(spec: RunSpec, agent: Agent, run_stages: list[Stage]) -> Prepa
             raise CheckpointError(f"{path} is in stage {position.index + 1}; the run's config has {len(run_stages)}")
         env, eval_env = _make_envs(agent, spec.settings, run_stages[position.index])
         try:
+            if state is None:  # an exact checkpoint's state holds the statistics as they were at its rollout's start
+                load_normalization(env, path)
             model, state = load_checkpoint(
                 agent.algorithm, path, env, device=spec.settings["device"], tensorboard_log=str(run_dir)
             )
@@ -484,6 +515,8 @@ def _finish(
         except EvaluationInterrupted:
             return None
     replace_atomically(saved, run_dir / FINAL_MODEL)
+    if normalization_file(saved).is_file():
+        replace_atomically(normalization_file(saved), normalization_file(run_dir / FINAL_MODEL))
     return TrainResult(
         run_dir,
         run_dir / FINAL_MODEL,
@@ -511,7 +544,7 @@ def summary_line(agent: str, env_id: str, result: TrainResult, episodes: int) ->
         )
     best = f", the best evaluation's to {result.best_model_path}" if result.best_model_path is not None else ""
     return (
-        f"{run}: success {result.success_rate:.1%}, mean return {result.mean_reward:.3f} ({episodes} episodes) after "
+        f"{run}: {success_note(result.success_rate)}mean return {result.mean_reward:.3f} ({episodes} episodes) after "
         f"{result.num_timesteps} steps, {result.fps:.0f} fps; model saved to {result.model_path}{best}"
     )
 
@@ -602,6 +635,7 @@ def train_run(
                     n_eval_episodes=settings["eval_episodes"],
                     deterministic=settings["eval_deterministic"],
                     log_path=run_dir / EVALUATIONS_FILE,
+                    success=envs.pays_on_success(stage.env_id),
                     seed=settings["seed"] + EVAL_SEED_OFFSET,
                     stop_requested=stop,
                     stage=position.index + 1,

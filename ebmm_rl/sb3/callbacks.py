@@ -157,8 +157,9 @@ class EvaluationInterrupted(Exception):
 class SuccessEvalCallback(BaseCallback):
     """Evaluate the policy every ``eval_freq`` environment steps on separate envs and log the success rate.
 
-    Success is an episode return > 0 (MiniGrid pays ``1 - 0.9 * steps / max_steps`` on success and 0 otherwise).
-    Logs ``eval/success_rate``, ``eval/mean_reward``, ``eval/std_reward`` and ``eval/mean_ep_length``, and appends a
+    Success is an episode return > 0 (MiniGrid pays ``1 - 0.9 * steps / max_steps`` on success and 0 otherwise); on an
+    env without success (``success=False``: CartPole, Pendulum...) the success rate is ``nan`` and not logged. Logs
+    ``eval/success_rate``, ``eval/mean_reward``, ``eval/std_reward`` and ``eval/mean_ep_length``, and appends a
     row of :data:`EVALUATION_FIELDS` to ``log_path``. Recurrent policies get their state and episode starts (through
     :func:`stable_baselines3.common.evaluation.evaluate_policy`).
 
@@ -169,6 +170,7 @@ class SuccessEvalCallback(BaseCallback):
     :param deterministic: act greedily instead of sampling.
     :param log_path: the CSV file; rows after the model's current step (left by an interrupted run) are dropped
         when training starts.
+    :param success: whether a return > 0 is a success (:func:`ebmm_rl.envs.pays_on_success`).
     :param seed: the evaluation at step N seeds its envs with ``seed + N``.
     :param stop_requested: called at every evaluation step; once it returns True the evaluation is abandoned (nothing
         logged or written) and training stops: a run that resumes redoes it.
@@ -187,6 +189,7 @@ class SuccessEvalCallback(BaseCallback):
         n_eval_episodes: int,
         deterministic: bool = False,
         log_path: str | Path | None = None,
+        success: bool = True,
         seed: int = 0,
         stop_requested: Callable[[], bool] | None = None,
         stage: int = 1,
@@ -202,6 +205,7 @@ class SuccessEvalCallback(BaseCallback):
         self.n_eval_episodes = n_eval_episodes
         self.deterministic = deterministic
         self.log_path = None if log_path is None else Path(log_path)
+        self.success = success
         self.seed = seed
         self.stop_requested = stop_requested
         self.stage = stage
@@ -294,7 +298,7 @@ class SuccessEvalCallback(BaseCallback):
         elapsed = max((time.time_ns() - self.model.start_time) / 1e9, 1e-9)
         result = {
             "timesteps": self.model.num_timesteps,
-            "success_rate": float(np.mean(returns > 0)),
+            "success_rate": float(np.mean(returns > 0)) if self.success else float("nan"),
             "mean_reward": float(np.mean(returns)),
             "std_reward": float(np.std(returns)),
             "mean_ep_length": float(np.mean(lengths)),
@@ -302,7 +306,7 @@ class SuccessEvalCallback(BaseCallback):
             "time_elapsed": elapsed,
             "stage": self.stage,
         }
-        for key in ("success_rate", "mean_reward", "std_reward", "mean_ep_length"):
+        for key in ("success_rate", "mean_reward", "std_reward", "mean_ep_length")[0 if self.success else 1 :]:
             self.logger.record(f"eval/{key}", result[key])
         self.logger.record("time/total_timesteps", self.model.num_timesteps, exclude="tensorboard")
         self.logger.dump(self.model.num_timesteps)
@@ -310,8 +314,9 @@ class SuccessEvalCallback(BaseCallback):
             self._write_rows([result], mode="a")
         if self.verbose >= 1:
             print(
-                f"Eval at {result['timesteps']} steps: success {result['success_rate']:.1%}, "
-                f"mean return {result['mean_reward']:.3f} over {len(returns)} episodes"
+                f"Eval at {result['timesteps']} steps: "
+                + (f"success {result['success_rate']:.1%}, " if self.success else "")
+                + f"mean return {result['mean_reward']:.3f} over {len(returns)} episodes"
             )
         self.last_result = result
         if self.after_evaluation is not None:

@@ -1,32 +1,36 @@
-"""EBMM as an episodic memory inside an SB3 policy: :class:`EBMMExtractor`.
+"""EBMM as an episodic memory inside any SB3 policy: :class:`EBMMExtractor`, and the encoders that make patterns.
 
 Bartunov et al., "Meta-Learning Deep Energy-Based Memory Models", ICLR 2020, used as the memory of an agent.
 """
 
 from __future__ import annotations
 
-import math
+import functools
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from gymnasium import spaces
-from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.preprocessing import is_image_space, preprocess_obs
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, CombinedExtractor, FlattenExtractor, NatureCNN
 from torch import Tensor, nn
-from torch.nn import functional as F
 
-from ebmm_rl.memory import EBMM, IndexedPatterns, MLPEnergy, add_noise
+from ebmm_rl.memory import IndexedPatterns, add_noise
+from ebmm_rl.memory.ebmm import WRITE_KINDS
+from ebmm_rl.sb3.memory_spec import build_memory
+from ebmm_rl.sb3.window import MASK_KEY, OBSERVATION_KEY, WINDOW_PREFIX, WRAP_HINT, current_spaces
 
-WINDOW_KEYS = ("image", "direction", "window_image", "window_direction", "window_mask")
 
-
-class ObservationEncoder(nn.Module):
-    """Encodes a MiniGrid symbolic view and heading into a pattern in ``[-1, 1]^pattern_dim``.
+class SymbolicEncoder(nn.Module):
+    """Encodes a MiniGrid symbolic view and heading into ``[-1, 1]^out_dim``.
 
     Each cell's (object, colour, state) indices are embedded and summed; the flattened cells and the one-hot heading
-    go through a two-layer MLP ending in tanh, so patterns fit the memory's ``(-1, 1)`` read projection.
+    go through a two-layer MLP ending in tanh.
 
     :param image_shape: ``(height, width, 3)`` of the view
     :param index_high: largest object, colour and state index
-    :param pattern_dim: size of a pattern
+    :param out_dim: size of the output
     :param embedding_dim: size of a cell's embedding
     :param hidden: width of the MLP
     """
@@ -35,7 +39,7 @@ class ObservationEncoder(nn.Module):
         self,
         image_shape: tuple[int, int, int],
         index_high: tuple[int, int, int],
-        pattern_dim: int,
+        out_dim: int,
         embedding_dim: int,
         hidden: int,
     ) -> None:
@@ -46,23 +50,19 @@ class ObservationEncoder(nn.Module):
         offsets = torch.tensor([0, index_high[0] + 1, index_high[0] + index_high[1] + 2])
         self.register_buffer("index_offsets", offsets, persistent=False)
         self.table_size = sum(index_high) + 3
-        # distinct(): a cell's three clipped indices as one mixed-radix symbol, and the bits a symbol (or heading) needs.
-        radix = [high + 1 for high in index_high]
-        self.register_buffer("cell_radix", torch.tensor([1, radix[0], radix[0] * radix[1]]), persistent=False)
-        self.symbol_bits = (max(math.prod(radix), 4) - 1).bit_length()
         height, width, _ = image_shape
         self.mlp = nn.Sequential(
             nn.Linear(height * width * embedding_dim + 4, hidden),
             nn.ReLU(),
-            nn.Linear(hidden, pattern_dim),
+            nn.Linear(hidden, out_dim),
             nn.Tanh(),
         )
 
     def forward(self, image: Tensor, direction: Tensor) -> Tensor:
         """:param image: ``[..., H, W, 3]`` symbolic indices (as floats, SB3's preprocessing)
         :param direction: ``[...]`` heading in 0..3
-        :return: ``[..., pattern_dim]``"""
-        indices = self.clamp_indices(image) + self.index_offsets  # [..., H, W, 3]
+        :return: ``[..., out_dim]``"""
+        indices = torch.minimum(image.long().clamp(min=0), self.index_high) + self.index_offsets  # [..., H, W, 3]
         # The sum of a cell's three embeddings as one product: its multi-hot row times the stacked tables. Same values
         # as three lookups, and the backward is a matrix product instead of three slow scatter-adds.
         table = torch.cat([embedding.weight for embedding in self.embeddings])  # [table_size, embedding_dim]
@@ -71,47 +71,18 @@ class ObservationEncoder(nn.Module):
         heading = nn.functional.one_hot(direction.long().clamp(0, 3), 4).to(cells.dtype)
         return self.mlp(torch.cat([cells.flatten(-3), heading], dim=-1))
 
-    def clamp_indices(self, image: Tensor) -> Tensor:
-        """The (object, colour, state) indices the encoder reads, clipped to their tables: ``[..., H, W, 3]`` long."""
-        return torch.minimum(image.long().clamp(min=0), self.index_high)
 
-    def distinct(self, image: Tensor, direction: Tensor) -> tuple[Tensor, Tensor]:
-        """The distinct observations among ``image`` and ``direction`` as the encoder sees them (same encoding, same
-        row), found exactly by :func:`distinct_rows` of one symbol per cell (its three clipped indices) and the heading.
+def distinct_rows(rows: Tensor) -> tuple[Tensor, Tensor]:
+    """The distinct rows of a matrix, found exactly (equal values, no hashing).
 
-        :param image: ``[N, H, W, 3]`` symbolic indices
-        :param direction: ``[N]`` heading
-        :return: ``first`` ``[distinct]`` and ``row`` ``[N]`` (``image[first][row]`` is ``image``, clipped)
-        """
-        cell_codes = (self.clamp_indices(image) * self.cell_radix).sum(dim=-1)  # [N, H, W]
-        symbols = torch.cat([cell_codes.flatten(1), direction.long().clamp(0, 3)[:, None]], dim=1)  # [N, symbols]
-        return distinct_rows(symbols, self.symbol_bits)
-
-
-def distinct_rows(symbols: Tensor, symbol_bits: int) -> tuple[Tensor, Tensor]:
-    """The distinct rows of a matrix of small non-negative integers, found exactly.
-
-    Symbols are packed a few at a time into integers, and ``torch.unique`` of (rank of the prefix so far, next integer)
-    gives exact ranks of ever longer prefixes: no hashing, so no collision.
-
-    :param symbols: ``[N, L]`` long, each ``< 2 ** symbol_bits``
-    :param symbol_bits: bits of the largest symbol
+    :param rows: ``[N, D]``
     :return: ``first`` ``[distinct]``, the position of each distinct row's first occurrence, and ``row`` ``[N]``, each
-        row's distinct row (``symbols[first][row]`` is ``symbols``)
+        row's distinct row (``rows[first][row]`` is ``rows``)
     """
-    n, length = symbols.shape
-    rank_bits = max(n - 1, 1).bit_length()
-    per_word = (63 - rank_bits) // symbol_bits  # a rank and a word of symbols fit a (non-negative) int64
-    n_words = -(-length // per_word)
-    # Zero padding to whole words: the same for every row, so the words still tell them apart.
-    symbols = F.pad(symbols, (0, n_words * per_word - length)).reshape(n, n_words, per_word)
-    place = torch.tensor([2 ** (symbol_bits * k) for k in range(per_word)], device=symbols.device)
-    words = (symbols * place).sum(dim=-1)  # [N, n_words], each < 2^(symbol_bits * per_word)
-    row = torch.zeros(n, dtype=torch.long, device=symbols.device)
-    for word in words.unbind(dim=1):
-        distinct_codes, row = torch.unique(row * 2 ** (symbol_bits * per_word) + word, return_inverse=True)
-    positions = torch.arange(n, device=symbols.device)
-    first = positions.new_full((distinct_codes.shape[0],), n).scatter_reduce_(0, row, positions, "amin")
+    _, row = torch.unique(rows, dim=0, return_inverse=True)
+    n = rows.shape[0]
+    positions = torch.arange(n, device=rows.device)
+    first = positions.new_full((int(row.max()) + 1 if n else 0,), n).scatter_reduce_(0, row, positions, "amin")
     return first, row
 
 
@@ -129,7 +100,7 @@ def heading_index(direction: Tensor) -> Tensor:
 
 
 class MiniGridEncoder(BaseFeaturesExtractor):
-    """Features of a MiniGrid observation: :class:`ObservationEncoder` of its symbolic view and heading, in ``[-1, 1]``.
+    """Features of a MiniGrid observation: :class:`SymbolicEncoder` of its symbolic view and heading, in ``[-1, 1]``.
 
     :param observation_space: a Dict with ``image`` (symbolic, see :class:`ebmm_rl.envs.SymbolicImage`) and ``direction``
     :param features_dim: size of the output features
@@ -142,11 +113,11 @@ class MiniGridEncoder(BaseFeaturesExtractor):
         if "image" not in keys or "direction" not in keys:
             raise ValueError(
                 f"MiniGridEncoder needs a Dict observation with 'image' and 'direction', got {observation_space}; "
-                "wrap a MiniGrid env with ebmm_rl.envs.make_env(env_id)"
+                "wrap a MiniGrid env with ebmm_rl.envs.make_env(env_id), or leave the encoder to SB3's choice"
             )
         super().__init__(observation_space, features_dim)
         image_space = observation_space["image"]
-        self.encoder = ObservationEncoder(
+        self.encoder = SymbolicEncoder(
             image_space.shape, symbolic_index_high(image_space), features_dim, embedding_dim, hidden
         )
 
@@ -155,110 +126,169 @@ class MiniGridEncoder(BaseFeaturesExtractor):
         return self.encoder(observations["image"], heading_index(observations["direction"]))
 
 
+def default_encoder_class(observation_space: spaces.Space) -> type[BaseFeaturesExtractor]:
+    """The features extractor SB3 itself uses for an observation space: ``CombinedExtractor`` for a Dict (its
+    ``MultiInputPolicy``), ``NatureCNN`` for an image (``CnnPolicy``), ``FlattenExtractor`` otherwise (``MlpPolicy``)."""
+    if isinstance(observation_space, spaces.Dict):
+        return CombinedExtractor
+    if is_image_space(observation_space, check_channels=False):
+        return NatureCNN
+    return FlattenExtractor
+
+
+def make_encoder(
+    observation_space: spaces.Space,
+    encoder_class: type[BaseFeaturesExtractor] | None,
+    encoder_kwargs: dict[str, Any] | None,
+    normalize_images: bool,
+) -> BaseFeaturesExtractor:
+    """A features extractor for one observation, built as an SB3 policy builds its own.
+
+    :param encoder_class: None: :func:`default_encoder_class`
+    :param encoder_kwargs: its arguments besides the space
+    :param normalize_images: whether images reach it divided by 255 (SB3 then tells NatureCNN and CombinedExtractor)
+    """
+    encoder_class = encoder_class or default_encoder_class(observation_space)
+    encoder_kwargs = dict(encoder_kwargs or {})
+    if not normalize_images and issubclass(encoder_class, (NatureCNN, CombinedExtractor)):
+        encoder_kwargs["normalized_image"] = True
+    return encoder_class(observation_space, **encoder_kwargs)
+
+
+def keeps_own_init(apply: Callable[[nn.Module, Callable[[nn.Module], None]], nn.Module]):
+    """Make a module's ``apply`` skip its ``memory`` when SB3's orthogonal init (``BasePolicy.init_weights``, which
+    ``ortho_init=True`` applies to the features extractor) is applied: the energy network's slow weights keep the
+    initialisation the EBMM was designed with. Every other function reaches the memory as usual."""
+
+    @functools.wraps(apply)
+    def wrapper(self: nn.Module, fn: Callable[[nn.Module], None]) -> nn.Module:
+        if getattr(fn, "func", fn) is not BasePolicy.init_weights:
+            return apply(self, fn)
+        for module in self.children():
+            if module is not self.memory:
+                module.apply(fn)
+        fn(self)
+        return self
+
+    return wrapper
+
+
 class EBMMExtractor(BaseFeaturesExtractor):
-    """Features = the current observation's encoding and what an EBMM of the episode's recent observations returns.
+    """Features = the current observation's pattern and what an EBMM of the episode's recent observations returns.
 
-    At every call the extractor encodes the ``window`` of the current episode's observations (from
-    :class:`ebmm_rl.envs.EpisodicWindow`) into patterns, writes them into a fresh memory per environment (``write="batch"``
-    writes them all at once, ``"stream"`` one at a time, oldest first), computes ``n_queries`` queries from the current
-    observation and reads. It keeps no state between calls, as SB3 requires: the episode's memory comes from the
-    window. The policy's loss trains encoder, queries and memory end to end through the read and the write;
-    :meth:`memory_loss` is the memory's own reconstruction objective on the agent's observations.
+    Works with any SB3 algorithm that takes a features extractor (PPO, A2C, DQN, SAC, ...) on any observation space
+    SB3 supports, wrapped in :class:`~ebmm_rl.sb3.window.VecEpisodicWindow`. At every call the extractor encodes each
+    observation of the episode's window into a pattern (the encoder, by default SB3's own for the space, then a linear
+    layer and tanh to ``(-1, 1)^pattern_dim``), writes the patterns into a fresh memory per environment
+    (``write="batch"`` writes them all at once, ``"stream"`` one at a time, oldest first), computes ``n_queries``
+    queries from the current observation's pattern and reads. It keeps no state between calls, as SB3 requires: the
+    episode's memory comes from the window. The RL loss trains encoder, queries and memory end to end through the read
+    and the write; :meth:`memory_loss` is the memory's own reconstruction objective on the agent's observations. SB3's
+    orthogonal init (``ortho_init``) reaches the encoder and heads but not the memory.
 
-    :param observation_space: a Dict with ``image``, ``direction``, ``window_image``, ``window_direction`` and
-        ``window_mask``: a MiniGrid env wrapped by ``ebmm_rl.envs.make_env(..., window=T)``
+    :param observation_space: the observation space of an env wrapped in ``VecEpisodicWindow``
     :param features_dim: size of the output features
-    :param pattern_dim: size of a stored pattern
-    :param embedding_dim: size of a cell embedding of the observation encoder
-    :param encoder_hidden: width of the observation encoder
-    :param memory_hidden: encoder width of the energy network (input of its fast layer)
-    :param fast_units: outputs of the energy's fast layer; memory size = ``fast_units * (memory_hidden + 1)``
-    :param hops: gated hops of the energy
-    :param hop_dim: width of the energy's hops
-    :param write: "batch" or "stream"
-    :param write_steps: gradient steps of a batch write
-    :param read_steps: gradient steps of a read
-    :param stream_steps: gradient steps per pattern of a streaming write
+    :param memory: the memory (:func:`ebmm_rl.sb3.memory_spec.build_memory`: ``pattern_dim``, ``hidden``, ``fast_units``,
+        ``hops``, ``hop_dim``, ``write_steps``, ``read_steps``, ``stream_steps``, ``grad_mode``, ``gradient_penalty``,
+        ``beta_init``, ...); None: :data:`~ebmm_rl.sb3.memory_spec.MEMORY_DEFAULTS`
+    :param write: how the window is written, one of :data:`ebmm_rl.memory.ebmm.WRITE_KINDS`: "batch" or "stream"
     :param n_queries: number of reads from the current observation
-    :param grad_mode: "second_order" or "first_order" gradients through the memory while training
     :param memory_noise_std: std of the Gaussian noise that turns stored patterns into queries in :meth:`memory_loss`
-    :param gradient_penalty: keep the alpha ||grad_x E||^2 term of the writing loss (see :class:`ebmm_rl.memory.EBMM`);
-        False makes every write cheaper
+    :param encoder_class: the features extractor class that encodes one observation (e.g.
+        :class:`MiniGridEncoder`); None: SB3's choice for the space (:func:`default_encoder_class`)
+    :param encoder_kwargs: its keyword arguments
+    :param normalize_images: whether the policy divides images by 255 (the policy's ``normalize_images``)
     """
 
     def __init__(
         self,
         observation_space: spaces.Dict,
         features_dim: int = 64,
-        pattern_dim: int = 32,
-        embedding_dim: int = 8,
-        encoder_hidden: int = 64,
-        memory_hidden: int = 64,
-        fast_units: int = 16,
-        hops: int = 2,
-        hop_dim: int = 64,
+        memory: dict[str, Any] | None = None,
         write: str = "batch",
-        write_steps: int = 3,
-        read_steps: int = 3,
-        stream_steps: int = 1,
         n_queries: int = 1,
-        grad_mode: str = "second_order",
         memory_noise_std: float = 0.5,
-        gradient_penalty: bool = True,
+        encoder_class: type[BaseFeaturesExtractor] | None = None,
+        encoder_kwargs: dict[str, Any] | None = None,
+        normalize_images: bool = True,
     ) -> None:
-        _check_window_space(observation_space)
+        current = _check_window_space(observation_space)
         super().__init__(observation_space, features_dim)
-        if write not in ("batch", "stream"):
-            raise ValueError(f"write must be 'batch' or 'stream', got {write!r}")
-        if grad_mode not in ("second_order", "first_order"):
-            raise ValueError(f"grad_mode must be 'second_order' or 'first_order', got {grad_mode!r}")
+        if write not in WRITE_KINDS:
+            raise ValueError(f"write must be {' or '.join(map(repr, WRITE_KINDS))}, got {write!r}")
         if n_queries < 1:
             raise ValueError(f"n_queries must be >= 1, got {n_queries}")
-        image_space = observation_space["image"]
-        index_high = symbolic_index_high(image_space)
         self.write = write
         self.n_queries = n_queries
-        self.pattern_dim = pattern_dim
         self.memory_noise_std = memory_noise_std
-        self.encoder = ObservationEncoder(image_space.shape, index_high, pattern_dim, embedding_dim, encoder_hidden)
-        energy = MLPEnergy(pattern_dim, hidden=memory_hidden, fast_units=fast_units, hops=hops, hop_dim=hop_dim)
-        self.memory = EBMM(
-            energy,
-            write_steps=write_steps,
-            read_steps=read_steps,
-            stream_steps=stream_steps,
-            projection=(-1.0, 1.0),
-            grad_mode=grad_mode,
-            gradient_penalty=gradient_penalty,
-        )
-        self.query = nn.Sequential(nn.Linear(pattern_dim, pattern_dim * n_queries), nn.Tanh())
-        self.head = nn.Sequential(nn.Linear(pattern_dim * (1 + n_queries), features_dim), nn.ReLU())
+        self.normalize_images = normalize_images
+        self.current_spaces = current
+        self.is_dict = list(current) != [OBSERVATION_KEY]
+        encoder_space = spaces.Dict(current) if self.is_dict else current[OBSERVATION_KEY]
+        self.memory = build_memory(memory)
+        self.pattern_dim = self.memory.dim
+        self.encoder = make_encoder(encoder_space, encoder_class, encoder_kwargs, normalize_images)
+        self.pattern_head = nn.Sequential(nn.Linear(self.encoder.features_dim, self.pattern_dim), nn.Tanh())
+        self.query = nn.Sequential(nn.Linear(self.pattern_dim, self.pattern_dim * n_queries), nn.Tanh())
+        self.head = nn.Sequential(nn.Linear(self.pattern_dim * (1 + n_queries), features_dim), nn.ReLU())
+        # SB3 preprocessed each window as the Box it is; the slots are undone to the raw observations, then
+        # preprocessed as the observation's own space. An image window (4-d) is not an image to SB3, but a window of
+        # 2-d uint8 frames is: those it divided by 255. VecTransposeImage turns the current image channel-first only.
+        self._window_scale: dict[str, float] = {}
+        self._transpose: dict[str, bool] = {}
+        for key, space in current.items():
+            window_space = observation_space[WINDOW_PREFIX + key]
+            self._window_scale[key] = 255.0 if normalize_images and is_image_space(window_space) else 1.0
+            height, width, channels = (*window_space.shape[1:], 0, 0, 0)[:3]
+            self._transpose[key] = window_space.shape[1:] != space.shape and (channels, height, width) == space.shape
 
     @property
     def memory_size(self) -> int:
         """Floats in one environment's memory."""
         return self.memory.memory_size
 
+    apply = keeps_own_init(nn.Module.apply)
+
+    def raw_slots(self, observations: dict[str, Tensor]) -> tuple[dict[str, Tensor], Tensor]:
+        """Every slot of every window as one raw observation (the values the env returned, as floats).
+
+        :return: per key ``[batch * window, *shape]`` (the current observation's layout) and the mask ``[batch, window]``
+            (bool)
+        """
+        mask = observations[MASK_KEY] > 0.5
+        slots = {}
+        for key in self.current_spaces:
+            values = observations[WINDOW_PREFIX + key].flatten(0, 1) * self._window_scale[key]  # [batch * window, ...]
+            slots[key] = values.permute(0, 3, 1, 2) if self._transpose[key] else values
+        return slots, mask
+
+    def encode(self, slots: dict[str, Tensor]) -> Tensor:
+        """Patterns of raw observations: ``[N, ...]`` per key -> ``[N, pattern_dim]`` in ``(-1, 1)``."""
+        preprocessed = {
+            key: preprocess_obs(values, self.current_spaces[key], self.normalize_images) for key, values in slots.items()
+        }
+        encoded = self.encoder(preprocessed if self.is_dict else preprocessed[OBSERVATION_KEY])
+        return self.pattern_head(encoded)
+
     def encode_window(self, observations: dict[str, Tensor], distinct: bool) -> tuple[IndexedPatterns, Tensor]:
         """Patterns and validity of the episode's window.
 
-        :param distinct: encode each distinct observation of the batch's windows once. Windows overlap and episodes
-            repeat their few views (a training minibatch of 256 windows of 8 holds some 50 distinct observations), so
-            this cuts the encoder's and the write's work, and their backward, to a fraction; for a few environments
-            acting without a graph, finding them costs more than it saves.
+        :param distinct: encode each distinct observation of the batch's windows once. Windows overlap (a window of T
+            shares T - 1 observations with the next step's) and episodes repeat views (a training minibatch of 256
+            MiniGrid windows of 8 holds some 50 distinct observations), so this cuts the encoder's work, and its
+            backward, to a fraction; for a few environments acting without a graph, finding them costs more than it
+            saves.
         :return: patterns (``rows`` ``[distinct or batch * window, pattern_dim]``, ``index`` ``[batch, window]``) and
             mask ``[batch, window]`` (bool)
         """
-        images, directions = observations["window_image"], observations["window_direction"]
-        mask = observations["window_mask"] > 0.5
+        slots, mask = self.raw_slots(observations)
         batch, window = mask.shape
-        images, directions = images.flatten(0, 1), directions.flatten(0, 1)  # [batch * window, H, W, 3], [.. ]
         if distinct:
-            first, row = self.encoder.distinct(images, directions)  # [distinct], [batch * window]
-            images, directions = images[first], directions[first]
+            first, row = distinct_rows(torch.cat([values.reshape(len(values), -1) for values in slots.values()], dim=1))
+            slots = {key: values[first] for key, values in slots.items()}
         else:
             row = torch.arange(batch * window, device=mask.device)
-        return IndexedPatterns(self.encoder(images, directions), row.reshape(batch, window)), mask
+        return IndexedPatterns(self.encode(slots), row.reshape(batch, window)), mask
 
     def write_window(self, patterns: IndexedPatterns, mask: Tensor):
         """Write each environment's window into a fresh memory.
@@ -277,9 +307,11 @@ class EBMMExtractor(BaseFeaturesExtractor):
             # Training builds a graph through encoder and write: that is where encoding distinct observations pays.
             return self._features(observations, distinct=True)
         # Acting: no graph, so inference mode can skip autograd's bookkeeping too (a sixth of the extractor's time at 8
-        # environments). Its output is an inference tensor, which SB3 only reads.
+        # environments). Its output is cloned into a normal tensor: DQN and SAC use no-graph features as loss targets,
+        # which autograd must be able to save.
         with torch.inference_mode():
-            return self._features(observations, distinct=False)
+            features = self._features(observations, distinct=False)
+        return features.clone()
 
     def _features(self, observations: dict[str, Tensor], distinct: bool) -> Tensor:
         patterns, mask = self.encode_window(observations, distinct)
@@ -287,8 +319,7 @@ class EBMMExtractor(BaseFeaturesExtractor):
             return self._window_features(patterns, mask)
         # Equal windows (same observations, same mask) give equal features, the query coming from their last slot. Once
         # a policy settles, a minibatch of 256 T-maze windows holds some 15 distinct ones.
-        window_symbols = patterns.index * 2 + mask.long()  # [batch, window]
-        first, row = distinct_rows(window_symbols, (2 * patterns.rows.shape[0] - 1).bit_length())
+        first, row = distinct_rows(patterns.index * 2 + mask.long())  # [distinct windows], [batch]
         features = self._window_features(IndexedPatterns(patterns.rows, patterns.index[first]), mask[first])
         return features[row]  # [batch, features_dim]
 
@@ -313,11 +344,18 @@ class EBMMExtractor(BaseFeaturesExtractor):
         return self.memory.meta_loss(patterns, queries, write=self.write, mask=mask)
 
 
-def _check_window_space(observation_space: spaces.Space) -> None:
+def _check_window_space(observation_space: spaces.Space) -> dict[str, spaces.Space]:
+    """The current observation's spaces of a windowed observation space.
+
+    :raises ValueError: the space has no window, with the line that adds one
+    """
+    current = current_spaces(observation_space)
     keys = observation_space.spaces if isinstance(observation_space, spaces.Dict) else {}
-    missing = [key for key in WINDOW_KEYS if key not in keys]
-    if missing:
+    missing = [WINDOW_PREFIX + key for key in current if WINDOW_PREFIX + key not in keys]
+    if not current or missing or MASK_KEY not in keys:
         raise ValueError(
-            f"EBMMExtractor needs a Dict observation with keys {WINDOW_KEYS}; missing {missing} in {observation_space}. "
-            "Wrap a MiniGrid env with ebmm_rl.envs.make_env(env_id, window=T) (it applies ebmm_rl.envs.EpisodicWindow)."
+            f"EBMMExtractor reads the episode's last observations from the observation, and {observation_space} holds "
+            f"none (no {MASK_KEY!r}). Wrap the vectorised env in ebmm_rl.sb3.VecEpisodicWindow before the model sees "
+            f"it:\n    {WRAP_HINT}"
         )
+    return current

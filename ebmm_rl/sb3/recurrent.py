@@ -19,8 +19,9 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.common.type_aliases import Schedule
 from torch import Tensor, nn
 
-from ebmm_rl.sb3.extractor import MiniGridEncoder
-from ebmm_rl.memory import EBMM, EBMMCell, MemoryState, MLPEnergy, add_noise
+from ebmm_rl.memory import EBMM, EBMMCell, MemoryState, add_noise
+from ebmm_rl.sb3.extractor import default_encoder_class
+from ebmm_rl.sb3.memory_spec import build_memory, memory_spec
 
 RecurrentState = tuple[Tensor, Tensor]
 """sb3-contrib's (hidden, cell) pair, each ``[1, batch, state_half]``."""
@@ -38,8 +39,9 @@ class StateLayout:
 class EBMMRecurrentPolicy(RecurrentActorCriticPolicy):
     """Actor-critic policy whose recurrent state is an EBMM's fast weights, for sb3-contrib's ``RecurrentPPO``.
 
-    At every step each environment's observation is encoded (``features_extractor_class``, by default
-    :class:`~ebmm_rl.sb3.extractor.MiniGridEncoder`) and projected to a pattern in ``(-1, 1)^pattern_dim``; an
+    At every step each environment's observation is encoded (``features_extractor_class``, by default SB3's own for
+    the observation space: ``FlattenExtractor``, ``NatureCNN`` or ``CombinedExtractor``; e.g.
+    :class:`~ebmm_rl.sb3.extractor.MiniGridEncoder` for MiniGrid) and projected to a pattern in ``(-1, 1)^pattern_dim``; an
     :class:`~ebmm_rl.memory.EBMMCell` resets the memory of environments whose episode starts (to the learned theta_bar),
     writes the pattern with one streaming write and reads with queries computed from it. The pattern and the
     retrievals feed the actor and critic MLPs (``net_arch``). Work per step does not grow with the episode's length.
@@ -53,18 +55,13 @@ class EBMMRecurrentPolicy(RecurrentActorCriticPolicy):
     (:class:`~ebmm_rl.memory.EBMM` does so with its own ``enable_grad``). Training replays each stored sequence from
     its stored first state, so the PPO loss reaches the memory through every write and read inside the sequence.
 
-    :param pattern_dim: size of a stored pattern
-    :param memory_hidden: encoder width of the energy network (input of its fast layer)
-    :param fast_units: outputs of the energy's fast layer; memory size = ``fast_units * (memory_hidden + 1)``
-    :param hops: gated hops of the energy
-    :param hop_dim: width of the energy's hops
-    :param stream_steps: gradient steps of each step's streaming write
-    :param read_steps: gradient steps of each read
+    :param memory: the memory, the same specification as :class:`~ebmm_rl.sb3.extractor.EBMMExtractor`'s
+        (:func:`ebmm_rl.sb3.memory_spec.build_memory`: ``pattern_dim``, ``hidden``, ``fast_units``, ``hops``,
+        ``hop_dim``, ``stream_steps`` (gradient steps of each step's write), ``read_steps``, ``grad_mode``,
+        ``gradient_penalty``, ``beta_init`` (weight of the writing loss's prior term, which pulls the weights back to
+        theta_bar at every write and so sets how fast old patterns are forgotten), ...); None:
+        :data:`~ebmm_rl.sb3.memory_spec.MEMORY_DEFAULTS`
     :param n_queries: reads per step
-    :param grad_mode: "first_order" (the write's inner gradients are constants) or "second_order" through the memory
-        while training
-    :param beta_init: initial weight of the writing loss's prior term, which pulls the weights back to theta_bar at
-        every write and so sets how fast old patterns are forgotten
     :param memory_noise_std: std of the Gaussian noise that turns stored patterns into queries in :meth:`memory_loss`
     The other parameters are :class:`~stable_baselines3.common.policies.ActorCriticPolicy`'s.
     """
@@ -82,40 +79,19 @@ class EBMMRecurrentPolicy(RecurrentActorCriticPolicy):
         full_std: bool = True,
         use_expln: bool = False,
         squash_output: bool = False,
-        features_extractor_class: type[BaseFeaturesExtractor] = MiniGridEncoder,
+        features_extractor_class: type[BaseFeaturesExtractor] | None = None,
         features_extractor_kwargs: dict[str, Any] | None = None,
         normalize_images: bool = True,
         optimizer_class: type[torch.optim.Optimizer] = torch.optim.Adam,
         optimizer_kwargs: dict[str, Any] | None = None,
-        pattern_dim: int = 32,
-        memory_hidden: int = 64,
-        fast_units: int = 16,
-        hops: int = 2,
-        hop_dim: int = 64,
-        stream_steps: int = 1,
-        read_steps: int = 3,
+        memory: dict[str, Any] | None = None,
         n_queries: int = 1,
-        grad_mode: str = "first_order",
-        beta_init: float = 1e-4,
         memory_noise_std: float = 0.5,
     ) -> None:
-        if grad_mode not in ("second_order", "first_order"):
-            raise ValueError(f"grad_mode must be 'second_order' or 'first_order', got {grad_mode!r}")
-        self.memory_kwargs = dict(
-            pattern_dim=pattern_dim,
-            memory_hidden=memory_hidden,
-            fast_units=fast_units,
-            hops=hops,
-            hop_dim=hop_dim,
-            stream_steps=stream_steps,
-            read_steps=read_steps,
-            n_queries=n_queries,
-            grad_mode=grad_mode,
-            beta_init=beta_init,
-            memory_noise_std=memory_noise_std,
-        )
+        self.memory_kwargs = dict(memory=memory, n_queries=n_queries, memory_noise_std=memory_noise_std)
         self.memory_noise_std = memory_noise_std
         # The actor and critic MLPs (built by ActorCriticPolicy.__init__) read the cell's output.
+        pattern_dim = memory_spec(memory)["pattern_dim"]
         self.lstm_output_dim = pattern_dim * (1 + n_queries)
         # RecurrentActorCriticPolicy.__init__ would build LSTMs: its parent builds everything but the recurrence.
         ActorCriticPolicy.__init__(
@@ -131,7 +107,7 @@ class EBMMRecurrentPolicy(RecurrentActorCriticPolicy):
             full_std,
             use_expln,
             squash_output,
-            features_extractor_class,
+            features_extractor_class or default_encoder_class(observation_space),
             features_extractor_kwargs,
             share_features_extractor=True,
             normalize_images=normalize_images,
@@ -139,17 +115,9 @@ class EBMMRecurrentPolicy(RecurrentActorCriticPolicy):
             optimizer_kwargs=optimizer_kwargs,
         )
         self.pattern_head = nn.Sequential(nn.Linear(self.features_dim, pattern_dim), nn.Tanh())
-        energy = MLPEnergy(pattern_dim, hidden=memory_hidden, fast_units=fast_units, hops=hops, hop_dim=hop_dim)
-        memory = EBMM(
-            energy,
-            read_steps=read_steps,
-            stream_steps=stream_steps,
-            projection=(-1.0, 1.0),
-            grad_mode=grad_mode,
-            beta_init=beta_init,
-        )
-        self.memory_cell = EBMMCell(memory, n_queries=n_queries)
-        self.state_half = (memory.memory_size + 1) // 2
+        # Built after ActorCriticPolicy.__init__, so SB3's orthogonal init (ortho_init) never reaches the memory.
+        self.memory_cell = EBMMCell(build_memory(memory), n_queries=n_queries)
+        self.state_half = (self.memory.memory_size + 1) // 2
         self.lstm_actor = StateLayout(num_layers=1, hidden_size=self.state_half)
         self.lstm_hidden_state_shape = (1, 1, self.state_half)
         # Built again now that the memory exists (as RecurrentActorCriticPolicy does after adding its LSTMs).
