@@ -421,6 +421,22 @@ def test_meta_gradients_are_finite_at_theta_bar(grad_mode):
     assert memory.theta_bar.grad.abs().sum() > 0
 
 
+@pytest.mark.slow
+def test_compiled_meta_loss_trains_like_the_eager_one():
+    # recall train --compile: torch.compile(memory.meta_loss) compiles in about a minute here.
+    patterns = random_bits(2, 4)
+    queries = flip_bits(patterns, 4)
+    losses = {}
+    for compiled in (False, True):
+        torch.manual_seed(0)
+        memory = tiny_memory()
+        optimizer = make_optimizer(memory, lr=1e-3)
+        meta_loss = torch.compile(memory.meta_loss) if compiled else None
+        steps = [meta_train_step(memory, optimizer, patterns, queries, meta_loss=meta_loss) for _ in range(3)]
+        losses[compiled] = [step["loss"] for step in steps]
+    assert losses[True] == pytest.approx(losses[False], rel=1e-4)
+
+
 def test_second_order_gradient_differs_from_first_order():
     torch.manual_seed(0)
     patterns = random_bits(4, 3)

@@ -8,6 +8,10 @@ reference commit's ``ebmm_rl`` is unpacked with ``git archive``; each round time
 every model in a fresh process of the reference, then of this checkout, on the same random batch and one thread, so
 that a machine shared with other jobs slows both alike. Reported: seconds per meta-step of each (median over rounds)
 and the speed-up, reference time / this time, as the median and range of the per-round ratios.
+
+With ``--compile`` this checkout's meta-loss is ``torch.compile``d (the reference's is not) and the first step's time,
+compilation included, is reported too: torch caches compiled code on disk (``/tmp/torchinductor_$USER``), so a first
+round may compile from scratch and later ones reuse it.
 """
 
 from __future__ import annotations
@@ -45,9 +49,10 @@ def model_kwargs(dataset: str, gradient_penalty: bool) -> dict:
     return {"energy_kwargs": spec["energy_kwargs"], "kwargs": spec["kwargs"], "n_stored": config["n_stored"]}
 
 
-def time_meta_steps(job: dict) -> list[float]:
-    """Seconds of each of ``job["steps"]`` meta-steps after one warm-up step (run in the process of one checkout: it
-    imports only the memory core, whose API the compared commits share)."""
+def time_meta_steps(job: dict) -> dict[str, float | list[float]]:
+    """Seconds of each of ``job["steps"]`` meta-steps after one warm-up step, and of the warm-up step itself (run in
+    the process of one checkout: it imports only the memory core). With ``job["compile"]`` the meta-loss is
+    ``torch.compile``d, and the warm-up step includes its compilation."""
     import time
 
     import torch
@@ -62,13 +67,14 @@ def time_meta_steps(job: dict) -> list[float]:
     low, high = job["kwargs"]["projection"]
     patterns = torch.where(torch.rand(shape) < 0.5, low, high)
     queries = torch.where(torch.rand(shape) < 0.5, patterns, (low + high) / 2)  # half the values erased
-    meta_train_step(memory, optimizer, patterns, queries)
+    # Only a compiled run passes meta_loss: a reference commit may predate the argument.
+    options = {"meta_loss": torch.compile(memory.meta_loss)} if job["compile"] else {}
     times = []
-    for _ in range(job["steps"]):
+    for _ in range(job["steps"] + 1):
         start = time.perf_counter()
-        meta_train_step(memory, optimizer, patterns, queries)
+        meta_train_step(memory, optimizer, patterns, queries, **options)
         times.append(time.perf_counter() - start)
-    return times
+    return {"warm_up_s": times[0], "step_s": times[1:]}
 
 
 def unpack_reference(revision: str, repository: Path, into: Path) -> Path:
@@ -80,7 +86,7 @@ def unpack_reference(revision: str, repository: Path, into: Path) -> Path:
     return into
 
 
-def run_job(source: Path, job: dict) -> list[float]:
+def run_job(source: Path, job: dict) -> dict[str, float | list[float]]:
     """:func:`time_meta_steps` in a fresh process whose ``ebmm_rl`` is the package under ``source``."""
     package = source / "ebmm_rl"
     # An editable install's import hook would find this checkout's package before PYTHONPATH: load the package from
@@ -115,6 +121,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--rounds", type=int, default=5, help="alternating reference / this pairs per model")
     parser.add_argument("--steps", type=int, default=3, help="timed meta-steps per process")
     parser.add_argument("--batch", type=int, default=8, help="memories per meta-step (the recall default)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile this checkout's meta-loss")
     parser.add_argument("--out", type=Path, default=Path("runs/bench_meta_step.json"))
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.steps < 1:
@@ -126,10 +133,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
         for dataset in args.models:
             for penalty in args.gradient_penalty:
                 job = {**model_kwargs(dataset, penalty == "on"), "batch": args.batch, "steps": args.steps, "seed": 0}
-                reference_times, this_times = [], []
+                reference_times, this_times, warm_ups = [], [], []
                 for _ in range(args.rounds):
-                    reference_times.append(statistics.median(run_job(reference, job)))
-                    this_times.append(statistics.median(run_job(this, job)))
+                    reference_times.append(statistics.median(run_job(reference, {**job, "compile": False})["step_s"]))
+                    measured = run_job(this, {**job, "compile": args.compile})
+                    this_times.append(statistics.median(measured["step_s"]))
+                    warm_ups.append(measured["warm_up_s"])
                 ratios = [old / new for old, new in zip(reference_times, this_times, strict=True)]
                 row = {
                     "model": dataset,
@@ -140,12 +149,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     "speedup_min": min(ratios),
                     "speedup_max": max(ratios),
                     "ratios": ratios,
+                    "compile": args.compile,
+                    "this_first_step_s": warm_ups,
                 }
                 rows.append(row)
                 print(
                     f"{dataset:>7} penalty {penalty:>3}: reference {row['reference_s'] * 1e3:7.1f} ms, this "
                     f"{row['this_s'] * 1e3:7.1f} ms per meta-step; speed-up {row['speedup_median']:.2f}x "
-                    f"(range {row['speedup_min']:.2f}-{row['speedup_max']:.2f} over {args.rounds} rounds)",
+                    f"(range {row['speedup_min']:.2f}-{row['speedup_max']:.2f} over {args.rounds} rounds)"
+                    + (f"; first compiled step {', '.join(f'{s:.0f}' for s in warm_ups)} s" if args.compile else ""),
                     flush=True,
                 )
     args.out.parent.mkdir(parents=True, exist_ok=True)
