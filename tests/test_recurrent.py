@@ -35,14 +35,19 @@ def make_cell(dim: int = 6, n_queries: int = 2) -> EBMMCell:
     return EBMMCell(memory, n_queries=n_queries)
 
 
-@pytest.fixture
-def model():
+def tiny_model(transition_patterns: bool) -> EBMMRecurrentPPO:
     agent = get_agent("ppo_ebmm_recurrent")
-    config = load_config(agent, ENV_ID, overrides=TINY)
+    config = load_config(agent, ENV_ID, overrides=[*TINY, f"policy_kwargs.transition_patterns={transition_patterns}"])
     _, kwargs = split_config(config, agent)
     env = make_vec_env(agent, ENV_ID, config, n_envs=2, seed=0)
-    yield agent.algorithm(env=env, seed=0, device="cpu", **kwargs)
-    env.close()
+    return agent.algorithm(env=env, seed=0, device="cpu", **kwargs)
+
+
+@pytest.fixture(params=[False, True], ids=["step_patterns", "transition_patterns"])
+def model(request):
+    model = tiny_model(request.param)
+    yield model
+    model.env.close()
 
 
 # ---------------------------------------------------------------------------------------------------- EBMMCell
@@ -105,19 +110,42 @@ def test_cell_acting_without_graph_matches_training_values():
 
 
 # ---------------------------------------------------------------------------------------------------- the policy
-def test_state_is_the_fast_weights_offset_split_in_two(model):
+def test_state_is_the_fast_weights_offset_split_in_two():
+    model = tiny_model(transition_patterns=False)
     policy: EBMMRecurrentPolicy = model.policy
     memory_size = policy.memory_size
     assert memory_size == 99
     assert policy.lstm_hidden_state_shape == (1, 1, 50)
     assert model.rollout_buffer.hidden_states_pi.shape == (16, 1, 2, 50)
     zeros = (torch.zeros(1, 2, 50), torch.zeros(1, 2, 50))
-    torch.testing.assert_close(policy.to_memory_state(zeros).weights, policy.memory.theta_bar.expand(2, -1))
+    torch.testing.assert_close(policy.to_memory_state(zeros)[0].weights, policy.memory.theta_bar.expand(2, -1))
     weights = policy.memory.theta_bar + torch.randn(2, memory_size)
     hidden, cell = policy.to_recurrent_state(policy.memory.as_state(weights))
     assert hidden.shape == cell.shape == (1, 2, 50)
     assert torch.all(cell[0, :, -1] == 0)  # padding
-    torch.testing.assert_close(policy.to_memory_state((hidden, cell)).weights, weights)
+    torch.testing.assert_close(policy.to_memory_state((hidden, cell))[0].weights, weights)
+
+
+def test_transition_state_carries_the_last_features():
+    model = tiny_model(transition_patterns=True)
+    policy: EBMMRecurrentPolicy = model.policy
+    features_dim = policy.features_dim
+    assert policy.carried_dim == features_dim == 32
+    assert policy.lstm_hidden_state_shape == (1, 1, (99 + 32 + 1) // 2)
+    weights = policy.memory.theta_bar + torch.randn(2, 99)
+    carried = torch.randn(2, features_dim)
+    memory_state, carried_back = policy.to_memory_state(policy.to_recurrent_state(policy.memory.as_state(weights), carried))
+    torch.testing.assert_close(memory_state.weights, weights)
+    torch.testing.assert_close(carried_back, carried)
+
+    features = torch.randn(3, 2, features_dim)  # [time, n_seq, features_dim]
+    starts = torch.tensor([[False, True], [False, False], [True, False]])
+    patterns, last = policy.make_patterns(features, carried, starts)
+    previous = torch.stack([carried[0], features[0, 0], torch.zeros(features_dim)])  # sequence 0: a start at step 2
+    torch.testing.assert_close(patterns[:, 0], policy.pattern_head(torch.cat([features[:, 0], previous], dim=-1)))
+    previous = torch.stack([torch.zeros(features_dim), features[0, 1], features[1, 1]])  # sequence 1: a start at step 0
+    torch.testing.assert_close(patterns[:, 1], policy.pattern_head(torch.cat([features[:, 1], previous], dim=-1)))
+    torch.testing.assert_close(last, features[-1])
 
 
 def test_one_step_at_a_time_equals_the_sequence_at_once(model):
@@ -127,7 +155,7 @@ def test_one_step_at_a_time_equals_the_sequence_at_once(model):
     env = model.env
     n_envs, steps = env.num_envs, 12
     obs = env.reset()
-    states = (torch.zeros(1, n_envs, 50), torch.zeros(1, n_envs, 50))
+    states = (torch.zeros(1, n_envs, policy.state_half), torch.zeros(1, n_envs, policy.state_half))
     episode_starts = np.ones(n_envs, dtype=bool)
     initial = states
     observations, actions, starts, log_probs, values = [], [], [], [], []
@@ -159,7 +187,7 @@ def test_the_rl_loss_reaches_the_memory_through_the_sequence(model):
     policy = model.policy
     obs = policy.obs_to_tensor(model.env.reset())[0]
     obs = {key: value.repeat_interleave(4, dim=0) for key, value in obs.items()}  # 2 sequences of 4 steps
-    states = (torch.zeros(1, 2, 50), torch.zeros(1, 2, 50))
+    states = (torch.zeros(1, 2, policy.state_half), torch.zeros(1, 2, policy.state_half))
     starts = torch.tensor([1.0, 0, 0, 0, 1.0, 0, 0, 0])
     values, log_prob, _ = policy.evaluate_actions(obs, torch.zeros(8), RNNStates(states, states), starts)
     (log_prob.sum() + values.sum()).backward()
@@ -225,16 +253,18 @@ def test_save_load_predict_with_state(model, tmp_path):
         action, state = model.predict(obs, state=state, episode_start=episode_start, deterministic=True)
         trajectory.append((obs, episode_start, action, state))
         obs, _, episode_start, _ = env.step(action)
-    assert state[0].shape == state[1].shape == (1, env.num_envs, 50)
+    assert state[0].shape == state[1].shape == (1, env.num_envs, model.policy.state_half)
     model.save(tmp_path / "model.zip")
     loaded = EBMMRecurrentPPO.load(tmp_path / "model.zip", device="cpu")
     assert loaded.policy_kwargs == model.policy_kwargs
     assert loaded.policy.memory_size == model.policy.memory_size
+    assert loaded.policy.transition_patterns == model.policy.transition_patterns
     state = None
     for obs, episode_start, action, expected in trajectory:
         loaded_action, state = loaded.predict(obs, state=state, episode_start=episode_start, deterministic=True)
         np.testing.assert_array_equal(loaded_action, action)
         np.testing.assert_allclose(state[0], expected[0], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(state[1], expected[1], rtol=1e-5, atol=1e-6)
 
 
 def test_predict_at_episode_start_ignores_the_state_passed_in(model):

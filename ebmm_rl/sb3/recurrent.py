@@ -62,6 +62,11 @@ class EBMMRecurrentPolicy(RecurrentActorCriticPolicy):
         theta_bar at every write and so sets how fast old patterns are forgotten), ...); None:
         :data:`~ebmm_rl.sb3.memory_spec.MEMORY_DEFAULTS`
     :param n_queries: reads per step
+    :param transition_patterns: compute each step's pattern from this step's and the previous step's features (zeros
+        before an episode's first step), so that what is stored and recalled is a transition rather than a state: what
+        a task whose observations hide their own rate of change needs (e.g. CartPole without velocities, where content
+        recall of states returns the state just written). The previous features then travel in the recurrent state
+        beside the fast weights.
     :param memory_noise_std: std of the Gaussian noise that turns stored patterns into queries in :meth:`memory_loss`
     The other parameters are :class:`~stable_baselines3.common.policies.ActorCriticPolicy`'s.
     """
@@ -86,9 +91,13 @@ class EBMMRecurrentPolicy(RecurrentActorCriticPolicy):
         optimizer_kwargs: dict[str, Any] | None = None,
         memory: dict[str, Any] | None = None,
         n_queries: int = 1,
+        transition_patterns: bool = False,
         memory_noise_std: float = 0.5,
     ) -> None:
-        self.memory_kwargs = dict(memory=memory, n_queries=n_queries, memory_noise_std=memory_noise_std)
+        self.memory_kwargs = dict(
+            memory=memory, n_queries=n_queries, transition_patterns=transition_patterns, memory_noise_std=memory_noise_std
+        )
+        self.transition_patterns = transition_patterns
         self.memory_noise_std = memory_noise_std
         # The actor and critic MLPs (built by ActorCriticPolicy.__init__) read the cell's output.
         pattern_dim = memory_spec(memory)["pattern_dim"]
@@ -114,10 +123,12 @@ class EBMMRecurrentPolicy(RecurrentActorCriticPolicy):
             optimizer_class=optimizer_class,
             optimizer_kwargs=optimizer_kwargs,
         )
-        self.pattern_head = nn.Sequential(nn.Linear(self.features_dim, pattern_dim), nn.Tanh())
+        # The features carried from the previous step: [batch, carried_dim].
+        self.carried_dim = self.features_dim if transition_patterns else 0
+        self.pattern_head = nn.Sequential(nn.Linear(self.features_dim + self.carried_dim, pattern_dim), nn.Tanh())
         # Built after ActorCriticPolicy.__init__, so SB3's orthogonal init (ortho_init) never reaches the memory.
         self.memory_cell = EBMMCell(build_memory(memory), n_queries=n_queries)
-        self.state_half = (self.memory.memory_size + 1) // 2
+        self.state_half = (self.memory.memory_size + self.carried_dim + 1) // 2
         self.lstm_actor = StateLayout(num_layers=1, hidden_size=self.state_half)
         self.lstm_hidden_state_shape = (1, 1, self.state_half)
         # Built again now that the memory exists (as RecurrentActorCriticPolicy does after adding its LSTMs).
@@ -138,20 +149,40 @@ class EBMMRecurrentPolicy(RecurrentActorCriticPolicy):
         return {**data, **self.memory_kwargs}
 
     # ------------------------------------------------------------------ state conversion
-    def to_memory_state(self, states: RecurrentState) -> MemoryState:
-        """sb3-contrib's (hidden, cell) pair ``[1, batch, state_half]`` each -> the memories ``[batch, memory_size]``."""
+    def to_memory_state(self, states: RecurrentState) -> tuple[MemoryState, Tensor]:
+        """sb3-contrib's (hidden, cell) pair ``[1, batch, state_half]`` each -> the memories ``[batch, memory_size]``
+        and the features carried from the previous step ``[batch, carried_dim]``."""
         hidden, cell = states
-        offset = torch.cat([hidden[0], cell[0]], dim=-1)[:, : self.memory_size]  # [batch, memory_size]
-        return self.memory.as_state(self.memory.theta_bar + offset)
+        flat = torch.cat([hidden[0], cell[0]], dim=-1)  # [batch, 2 * state_half]
+        offset, carried = flat[:, : self.memory_size], flat[:, self.memory_size : self.memory_size + self.carried_dim]
+        return self.memory.as_state(self.memory.theta_bar + offset), carried
 
-    def to_recurrent_state(self, state: MemoryState) -> RecurrentState:
-        """The memories ``[batch, memory_size]`` -> sb3-contrib's (hidden, cell) pair ``[1, batch, state_half]`` each."""
+    def to_recurrent_state(self, state: MemoryState, carried: Tensor | None = None) -> RecurrentState:
+        """The memories ``[batch, memory_size]`` and the carried features ``[batch, carried_dim]`` (None: zeros) ->
+        sb3-contrib's (hidden, cell) pair ``[1, batch, state_half]`` each."""
         offset = state.weights - self.memory.theta_bar  # [batch, memory_size]
-        offset = nn.functional.pad(offset, (0, 2 * self.state_half - self.memory_size))  # [batch, 2 * state_half]
-        hidden, cell = offset.reshape(offset.shape[0], 2, self.state_half).unbind(dim=1)  # [batch, state_half] each
+        if carried is None:
+            carried = offset.new_zeros(offset.shape[0], self.carried_dim)
+        flat = torch.cat([offset, carried], dim=-1)  # [batch, memory_size + carried_dim]
+        flat = nn.functional.pad(flat, (0, 2 * self.state_half - flat.shape[-1]))  # [batch, 2 * state_half]
+        hidden, cell = flat.reshape(flat.shape[0], 2, self.state_half).unbind(dim=1)  # [batch, state_half] each
         return hidden[None], cell[None]
 
     # ------------------------------------------------------------------ the recurrence
+    def make_patterns(self, features: Tensor, carried: Tensor, starts: Tensor) -> tuple[Tensor, Tensor]:
+        """Each step's pattern, from its features and, with ``transition_patterns``, the previous step's.
+
+        :param features: ``[time, n_seq, features_dim]``
+        :param carried: ``[n_seq, carried_dim]`` the features of the step before each sequence
+        :param starts: ``[time, n_seq]`` bool; an episode's first step has no previous step (zeros)
+        :return: patterns ``[time, n_seq, pattern_dim]`` and the features to carry past the last step
+        """
+        if not self.transition_patterns:
+            return self.pattern_head(features), carried
+        previous = torch.cat([carried[None], features[:-1]], dim=0)  # [time, n_seq, features_dim]
+        previous = previous.masked_fill(starts[..., None], 0.0)
+        return self.pattern_head(torch.cat([features, previous], dim=-1)), features[-1]
+
     def _process_memory(
         self, features: Tensor, states: RecurrentState, episode_starts: Tensor
     ) -> tuple[Tensor, RecurrentState]:
@@ -164,12 +195,13 @@ class EBMMRecurrentPolicy(RecurrentActorCriticPolicy):
         :return: latent ``[n_seq * time, lstm_output_dim]`` and the states after each sequence
         """
         n_seq = states[0].shape[1]
-        patterns = self.pattern_head(features)  # [n_seq * time, pattern_dim]
-        patterns = patterns.reshape(n_seq, -1, patterns.shape[-1]).swapaxes(0, 1)  # [time, n_seq, pattern_dim]
+        features = features.reshape(n_seq, -1, features.shape[-1]).swapaxes(0, 1)  # [time, n_seq, features_dim]
         starts = episode_starts.reshape(n_seq, -1).swapaxes(0, 1) > 0.5  # [time, n_seq]
-        outputs, state = self.memory_cell.forward_sequence(patterns, self.to_memory_state(states), starts)
+        memory_state, carried = self.to_memory_state(states)
+        patterns, carried = self.make_patterns(features, carried, starts)  # [time, n_seq, pattern_dim]
+        outputs, memory_state = self.memory_cell.forward_sequence(patterns, memory_state, starts)
         latent = outputs.swapaxes(0, 1).flatten(0, 1)  # [time, n_seq, out] -> [n_seq * time, out]
-        return latent, self.to_recurrent_state(state)
+        return latent, self.to_recurrent_state(memory_state, carried)
 
     def forward(
         self, obs: Tensor, lstm_states: RNNStates, episode_starts: Tensor, deterministic: bool = False
@@ -213,8 +245,14 @@ class EBMMRecurrentPolicy(RecurrentActorCriticPolicy):
         :param mask: ``[n_seq * time]``, 1 for real steps, 0 for padding
         :param n_seq: number of sequences in the minibatch
         """
-        patterns = self.pattern_head(self.extract_features(obs)).detach()  # [n_seq * time, pattern_dim]
-        patterns = patterns.reshape(n_seq, -1, patterns.shape[-1])  # [n_seq, time, pattern_dim]
+        features = self.extract_features(obs)  # [n_seq * time, features_dim]
+        features = features.reshape(n_seq, -1, features.shape[-1]).swapaxes(0, 1)  # [time, n_seq, features_dim]
+        # Each sequence's first step counts as an episode start: the step before it is not in the minibatch.
+        starts = torch.zeros(features.shape[:2], dtype=torch.bool, device=features.device)  # [time, n_seq]
+        starts[0] = True
+        carried = features.new_zeros(n_seq, self.carried_dim)
+        patterns, _ = self.make_patterns(features, carried, starts)
+        patterns = patterns.detach().swapaxes(0, 1)  # [n_seq, time, pattern_dim]
         valid = mask.reshape(n_seq, -1) > 0.5  # [n_seq, time]
         queries = add_noise(patterns, self.memory_noise_std)
         return self.memory.meta_loss(patterns, queries, write="stream", mask=valid)
