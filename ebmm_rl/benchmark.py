@@ -76,15 +76,21 @@ class BenchmarkResult:
 
 
 def _train_in_worker(
-    options: dict[str, Any], overrides: list[str], timesteps: int | None, n_envs: int | None, threads: int
+    options: dict[str, Any],
+    config_file: str | None,
+    overrides: list[str],
+    timesteps: int | None,
+    n_envs: int | None,
+    threads: int,
 ) -> dict[str, Any]:
     """One training run (:func:`ebmm_rl.runs.training.train_run`) in a worker process."""
     argv = [f"--{key.replace('_', '-')}={value}" for key, value in options.items() if value not in (None, False)]
     argv = [option.removesuffix("=True") for option in argv]
+    argv += [f"--config={config_file}"] * (config_file is not None)
     argv += [f"--timesteps={timesteps}"] * (timesteps is not None) + [f"--n-envs={n_envs}"] * (n_envs is not None)
     argv += [f"--set={item}" for item in overrides] + [f"--threads={threads}", "--no-progress"]
     command = shlex.join([*shlex.split(TRAIN_PROGRAM), *argv])
-    spec = start_run(options, command, overrides=overrides, timesteps=timesteps, n_envs=n_envs)
+    spec = start_run(options, command, config_file, overrides, timesteps, n_envs)
     prepared = prepare_run(spec, threads=threads)
     result = train_run(prepared, progress_bar=False)
     stages = len(prepared.stages)
@@ -249,6 +255,12 @@ def build_parser() -> arguments.ArgumentParser:
     )
     parser.add_argument("--threads", type=arguments.positive_int, default=1, help="torch threads per run (default 1)")
     parser.add_argument("--device", default="cpu", type=arguments.device, help="torch device: auto, cpu or cuda (default cpu)")
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="YAML file over each agent's configs/<agent>.yml for every run (flat, or keyed by env id; e.g. a tune "
+        "study's <study>_best.yml)",
+    )
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override for every run")
     parser.add_argument("--out", default="results/benchmark", help="where the CSV, JSON and PNG go")
     parser.add_argument("--run-dir", default="runs/benchmark", help="parent of the run directories (default runs/benchmark)")
@@ -285,7 +297,9 @@ def main(argv: list[str] | None = None) -> BenchmarkResult:
     for agent in args.agents:  # every run's settings and config checked now, not in a worker
         for env_id in env_ids:
             try:
-                start_run({"agent": agent, "env": env_id, **common}, PROGRAM, None, args.set, args.timesteps, args.n_envs)
+                start_run(
+                    {"agent": agent, "env": env_id, **common}, PROGRAM, args.config, args.set, args.timesteps, args.n_envs
+                )
             except (ValueError, FileNotFoundError) as error:
                 parser.error(str(error))
     out = Path(args.out)
@@ -299,7 +313,9 @@ def main(argv: list[str] | None = None) -> BenchmarkResult:
         futures = {}
         for agent, env_id, seed in jobs:
             options = {"agent": agent, "env": env_id, "seed": seed, **common}
-            future = pool.submit(_train_in_worker, options, args.set, args.timesteps, args.n_envs, args.threads)
+            future = pool.submit(
+                _train_in_worker, options, args.config, args.set, args.timesteps, args.n_envs, args.threads
+            )
             futures[future] = (agent, env_id, seed)
         for done, future in enumerate(as_completed(futures), start=1):
             agent, env_id, seed = futures[future]

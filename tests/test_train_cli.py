@@ -5,9 +5,9 @@ from __future__ import annotations
 import csv
 import json
 import os
-import signal
-
 import re
+import signal
+from pathlib import Path
 
 import pytest
 import torch
@@ -242,6 +242,29 @@ def test_benchmark_writes_csv_json_and_png_counting_a_curriculum_from_its_last_s
     assert read_rows(out / "summary.csv")[0]["env"] == "EBMM-MemoryShort-v0"
     with Image.open(out / "success_rate.png") as image:
         assert image.format == "PNG"
+
+
+def test_benchmark_config_file_reaches_every_run_and_bad_keys_stop_it_first(tmp_path):
+    config = tmp_path / "tuned.yml"
+    config.write_text("EBMM-MemoryShort-v0:\n  gamma: 0.9\n  n_epochs: 2\n")
+    common = [
+        "--agents", "ppo", "--envs", "EBMM-MemoryShort", "--timesteps", "16", "--n-envs", "2",
+        "--set", "n_steps=8", "--set", "batch_size=16", "--eval-freq", "0", "--eval-episodes", "1", "--workers", "1",
+        "--out", str(tmp_path / "out"), "--run-dir", str(tmp_path / "runs"),
+    ]  # fmt: skip
+    result = benchmark.main([*common, "--seeds", "0", "1", "--config", str(config)])
+    assert not result.failed and len(result.runs) == 2
+    for run in result.runs:
+        run_dir = Path(run["run_dir"])
+        resolved = yaml.safe_load((run_dir / "config.yml").read_text())
+        assert (resolved["gamma"], resolved["n_epochs"]) == (0.9, 2)
+        assert f"--config={config}" in (run_dir / "command.txt").read_text()
+
+    config.write_text("EBMM-MemoryShort-v0:\n  gama: 0.9\n")
+    with pytest.raises(SystemExit) as error:
+        benchmark.main([*common, "--seeds", "2", "--config", str(config)])
+    assert error.value.code == 2
+    assert not list((tmp_path / "runs").glob("*__2__*"))
 
 
 def test_steps_to_threshold():
