@@ -19,14 +19,17 @@ the env benchmarked, at the run's step counts; a run that never reached it count
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import multiprocessing
 import os
 import shlex
+import signal
 import sys
 import traceback
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections.abc import Iterator
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,6 +78,15 @@ class BenchmarkResult:
     failed: list[tuple[str, str, int, str]] = field(default_factory=list)
 
 
+_STOPPING: Any = None
+"""In a worker: the benchmark's event, set once it is asked to stop."""
+
+
+def _init_worker(stopping: Any) -> None:
+    global _STOPPING
+    _STOPPING = stopping
+
+
 def _train_in_worker(
     options: dict[str, Any],
     config_file: str | None,
@@ -82,8 +94,11 @@ def _train_in_worker(
     timesteps: int | None,
     n_envs: int | None,
     threads: int,
-) -> dict[str, Any]:
-    """One training run (:func:`ebmm_rl.runs.training.train_run`) in a worker process."""
+) -> dict[str, Any] | None:
+    """One training run (:func:`ebmm_rl.runs.training.train_run`) in a worker process; ``None`` if the benchmark was
+    stopped before it began (the executor hands a worker its next run before the current one ends, beyond ``cancel``)."""
+    if _STOPPING is not None and _STOPPING.is_set():
+        return None
     argv = [f"--{key.replace('_', '-')}={value}" for key, value in options.items() if value not in (None, False)]
     argv = [option.removesuffix("=True") for option in argv]
     argv += [f"--config={config_file}"] * (config_file is not None)
@@ -95,6 +110,41 @@ def _train_in_worker(
     result = train_run(prepared, progress_bar=False)
     stages = len(prepared.stages)
     return {"run_dir": str(result.run_dir), "fps": result.fps, "interrupted": result.interrupted, "stages": stages}
+
+
+@contextlib.contextmanager
+def stop_workers_on_signals(
+    pool: ProcessPoolExecutor, futures: dict[Future, Any], stopping: Any
+) -> Iterator[list[signal.Signals]]:
+    """On SIGTERM or SIGINT, cancel the runs not yet started and stop the running ones the way ``train`` stops
+    (each saves its state and can be resumed), rather than leave the workers training on without the benchmark.
+
+    SIGTERM is forwarded to each worker: ``kill`` reaches only the process it names. SIGINT is not: Ctrl-C already
+    reaches every process of the terminal's foreground group, and a second signal would stop a run at once.
+
+    :param stopping: the workers' event (:func:`_init_worker`): set, a worker starts no other run.
+    :return: (yields) the signals received, empty when none.
+    """
+    received: list[signal.Signals] = []
+
+    def handle(number: int, frame: object) -> None:
+        received.append(signal.Signals(number))
+        stopping.set()
+        for future in futures:
+            future.cancel()
+        if number == signal.SIGTERM:
+            for process in list(pool._processes.values()):  # the executor keeps no public list of its workers
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process.pid, number)
+        message = f"{received[-1].name}: stopping the running runs (each saves its state); the rest are cancelled"
+        print(f"\n{message}", file=sys.stderr, flush=True)
+
+    previous = {number: signal.signal(number, handle) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 def read_evaluations(run_dir: str | Path) -> list[dict[str, float]]:
@@ -309,7 +359,10 @@ def main(argv: list[str] | None = None) -> BenchmarkResult:
     task_evaluations: list[dict[str, Any]] = []
     print(f"Benchmark: {len(jobs)} runs of {len(args.agents)} agents x {len(env_ids)} envs x {len(args.seeds)} seeds")
     # spawn: each worker starts clean (no inherited torch threads or open envs).
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    interrupted: list[str] = []
+    context = multiprocessing.get_context("spawn")
+    stopping = context.Event()
+    with ProcessPoolExecutor(workers, context, initializer=_init_worker, initargs=(stopping,)) as pool:
         futures = {}
         for agent, env_id, seed in jobs:
             options = {"agent": agent, "env": env_id, "seed": seed, **common}
@@ -317,36 +370,45 @@ def main(argv: list[str] | None = None) -> BenchmarkResult:
                 _train_in_worker, options, args.config, args.set, args.timesteps, args.n_envs, args.threads
             )
             futures[future] = (agent, env_id, seed)
-        for done, future in enumerate(as_completed(futures), start=1):
-            agent, env_id, seed = futures[future]
-            try:
-                outcome = future.result()
-            except Exception:
-                error = traceback.format_exc()
-                result.failed.append((agent, env_id, seed, error))
-                print(f"[{done}/{len(jobs)}] {agent} on {env_id}, seed {seed}: FAILED\n{error}", file=sys.stderr)
-                continue
-            every_row = read_evaluations(outcome["run_dir"])
-            evaluations += [{"agent": agent, "env": env_id, "seed": seed, **row} for row in every_row]
-            rows = [row for row in every_row if int(row.get("stage", 1)) == outcome["stages"]]  # on the env benchmarked
-            task_evaluations += [{"agent": agent, "env": env_id, "seed": seed, **row} for row in rows]
-            final = rows[-1] if rows else {**every_row[-1], "success_rate": 0.0, "mean_reward": 0.0}
-            run = {
-                "agent": agent,
-                "env": env_id,
-                "seed": seed,
-                "timesteps": int(final["timesteps"]),
-                "final_success_rate": final["success_rate"],
-                "final_mean_reward": final["mean_reward"],
-                "score": scores[env_id],
-                "threshold": thresholds[env_id],
-                "steps_to_threshold": steps_to_threshold(rows, thresholds[env_id], scores[env_id]),
-                "steps_to_hold": steps_to_hold(rows, thresholds[env_id], scores[env_id]),
-                "fps": outcome["fps"],
-                "run_dir": outcome["run_dir"],
-            }
-            result.runs.append(run)
-            print(f"[{done}/{len(jobs)}] {agent} on {env_id}, seed {seed}: {score_text(final, scores[env_id])}")
+        with stop_workers_on_signals(pool, futures, stopping) as received:
+            for done, future in enumerate(as_completed(futures), start=1):
+                agent, env_id, seed = futures[future]
+                if future.cancelled():
+                    continue
+                try:
+                    outcome = future.result()
+                    if outcome is None:  # not started
+                        continue
+                except Exception:
+                    error = traceback.format_exc()
+                    result.failed.append((agent, env_id, seed, error))
+                    print(f"[{done}/{len(jobs)}] {agent} on {env_id}, seed {seed}: FAILED\n{error}", file=sys.stderr)
+                    continue
+                if outcome["interrupted"]:  # stopped by a signal: resumable, not a result
+                    interrupted.append(outcome["run_dir"])
+                    print(f"[{done}/{len(jobs)}] {agent} on {env_id}, seed {seed}: stopped in {outcome['run_dir']}")
+                    continue
+                every_row = read_evaluations(outcome["run_dir"])
+                evaluations += [{"agent": agent, "env": env_id, "seed": seed, **row} for row in every_row]
+                rows = [row for row in every_row if int(row.get("stage", 1)) == outcome["stages"]]  # on the env benchmarked
+                task_evaluations += [{"agent": agent, "env": env_id, "seed": seed, **row} for row in rows]
+                final = rows[-1] if rows else {**every_row[-1], "success_rate": 0.0, "mean_reward": 0.0}
+                run = {
+                    "agent": agent,
+                    "env": env_id,
+                    "seed": seed,
+                    "timesteps": int(final["timesteps"]),
+                    "final_success_rate": final["success_rate"],
+                    "final_mean_reward": final["mean_reward"],
+                    "score": scores[env_id],
+                    "threshold": thresholds[env_id],
+                    "steps_to_threshold": steps_to_threshold(rows, thresholds[env_id], scores[env_id]),
+                    "steps_to_hold": steps_to_hold(rows, thresholds[env_id], scores[env_id]),
+                    "fps": outcome["fps"],
+                    "run_dir": outcome["run_dir"],
+                }
+                result.runs.append(run)
+                print(f"[{done}/{len(jobs)}] {agent} on {env_id}, seed {seed}: {score_text(final, scores[env_id])}")
 
     evaluations.sort(key=lambda row: (row["agent"], row["env"], row["seed"], row["timesteps"]))
     for row in evaluations:
@@ -377,6 +439,15 @@ def main(argv: list[str] | None = None) -> BenchmarkResult:
             f"{row['fps']:.0f} fps"
         )
     print(f"Results in {out}" + (f"; {len(result.failed)} runs FAILED" if result.failed else ""))
+    if received:
+        not_started = len(jobs) - len(result.runs) - len(result.failed) - len(interrupted)
+        resume = "".join(f"\n  python -m ebmm_rl.train --resume {run_dir}" for run_dir in interrupted)
+        print(
+            f"{received[0].name}: the tables hold the finished runs only; {not_started} runs not started; "
+            f"{len(interrupted)} stopped and saved, to resume with:{resume or ' (none)'}",
+            file=sys.stderr,
+        )
+        sys.exit(128 + int(received[0]))
     return result
 
 

@@ -3,12 +3,15 @@ and resumed ends bit for bit as the same run uninterrupted; damaged checkpoints 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import pickle
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -284,3 +287,46 @@ def test_evaluate_falls_back_from_a_damaged_final_model_and_says_so(uninterrupte
     error = capsys.readouterr().err
     assert f"Skipping {final} is unreadable" in error
     assert f"Evaluating {result.model_path} instead of {final}" in error
+
+
+def child_pids(parent: int) -> set[int]:
+    """The live processes whose parent is ``parent`` (from /proc)."""
+    pids = set()
+    for status in Path("/proc").glob("[0-9]*/status"):
+        with contextlib.suppress(OSError):
+            fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line)
+            if int(fields["PPid"]) == parent and fields["State"].strip()[0] != "Z":
+                pids.add(int(status.parent.name))
+    return pids
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads worker processes from /proc")
+def test_sigterm_to_the_benchmark_stops_its_runs_resumably_and_leaves_no_worker(tmp_path):
+    command = [
+        sys.executable, "-m", "ebmm_rl.benchmark", "--agents", "ppo", "--envs", "EBMM-MemoryShort", "--seeds", "0", "1",
+        "--timesteps", "1000000", "--n-envs", "2", "--set", "n_steps=16", "--set", "batch_size=32",
+        "--set", "policy_kwargs.net_arch=[16]", "--eval-freq", "0", "--eval-episodes", "1", "--workers", "1",
+        "--out", str(tmp_path / "out"), "--run-dir", str(tmp_path / "runs"),
+    ]  # fmt: skip
+    benchmark = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        deadline = time.monotonic() + 120
+        while not list((tmp_path / "runs").glob("*/config.yml")) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(3)  # the first run is training
+        workers = child_pids(benchmark.pid)
+        assert workers, "the benchmark's worker process was not found"
+        benchmark.send_signal(signal.SIGTERM)
+        _, stderr = benchmark.communicate(timeout=120)
+    finally:
+        benchmark.kill()
+    assert benchmark.returncode == 143, stderr
+    (run_dir,) = (tmp_path / "runs").iterdir()  # seed 1 never started
+    assert f"python -m ebmm_rl.train --resume {run_dir}" in stderr
+    assert "1 runs not started" in stderr
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{pid}").exists() for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(Path(f"/proc/{pid}").exists() for pid in workers), "a worker outlived the benchmark"
+    newest = max((run_dir / "checkpoints").glob("*.zip"), key=lambda path: path.stat().st_mtime)
+    assert read_training_state(newest).num_timesteps > 0  # what --resume starts from
