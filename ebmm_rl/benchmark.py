@@ -366,9 +366,7 @@ def main(argv: list[str] | None = None) -> BenchmarkResult:
         futures = {}
         for agent, env_id, seed in jobs:
             options = {"agent": agent, "env": env_id, "seed": seed, **common}
-            future = pool.submit(
-                _train_in_worker, options, args.config, args.set, args.timesteps, args.n_envs, args.threads
-            )
+            future = pool.submit(_train_in_worker, options, args.config, args.set, args.timesteps, args.n_envs, args.threads)
             futures[future] = (agent, env_id, seed)
         with stop_workers_on_signals(pool, futures, stopping) as received:
             for done, future in enumerate(as_completed(futures), start=1):
