@@ -178,10 +178,10 @@ class EBMMExtractor(BaseFeaturesExtractor):
 
     Works with any SB3 algorithm that takes a features extractor (PPO, A2C, DQN, SAC, ...) on any observation space
     SB3 supports, wrapped in :class:`~ebmm_rl.sb3.window.VecEpisodicWindow`. At every call the extractor encodes each
-    observation of the episode's window into a pattern (the encoder, by default SB3's own for the space, then a linear
-    layer and tanh to ``(-1, 1)^pattern_dim``), writes the patterns into a fresh memory per environment
-    (``write="batch"`` writes them all at once, ``"stream"`` one at a time, oldest first), computes ``n_queries``
-    queries from the current observation's pattern and reads. It keeps no state between calls, as SB3 requires: the
+    observation of the episode's window into a pattern (the encoder, by default SB3's own for the space, then, with
+    ``pattern_layer``, a linear layer and tanh to ``(-1, 1)^pattern_dim``), writes the patterns into a fresh memory per
+    environment (``write="batch"`` writes them all at once, ``"stream"`` one at a time, oldest first), computes
+    ``n_queries`` queries from the current observation's pattern and reads. It keeps no state between calls, as SB3 requires: the
     episode's memory comes from the window. The RL loss trains encoder, queries and memory end to end through the read
     and the write; :meth:`memory_loss` is the memory's own reconstruction objective on the agent's observations. SB3's
     orthogonal init (``ortho_init``) reaches the encoder and heads but not the memory.
@@ -198,6 +198,10 @@ class EBMMExtractor(BaseFeaturesExtractor):
         :class:`MiniGridEncoder`); None: SB3's choice for the space (:func:`default_encoder_class`)
     :param encoder_kwargs: its keyword arguments
     :param normalize_images: whether the policy divides images by 255 (the policy's ``normalize_images``)
+    :param pattern_layer: map the encoder's features to patterns with a linear layer and tanh. False: the encoder's
+        features are the patterns, for an encoder that already ends in ``(-1, 1)^pattern_dim`` (e.g.
+        :class:`MiniGridEncoder` with ``features_dim`` equal to the memory's ``pattern_dim``), as the MiniGrid configs
+        do: there a second tanh layer shrinks the patterns
     """
 
     def __init__(
@@ -211,6 +215,7 @@ class EBMMExtractor(BaseFeaturesExtractor):
         encoder_class: type[BaseFeaturesExtractor] | None = None,
         encoder_kwargs: dict[str, Any] | None = None,
         normalize_images: bool = True,
+        pattern_layer: bool = True,
     ) -> None:
         current = _check_window_space(observation_space)
         super().__init__(observation_space, features_dim)
@@ -228,7 +233,16 @@ class EBMMExtractor(BaseFeaturesExtractor):
         self.memory = build_memory(memory)
         self.pattern_dim = self.memory.dim
         self.encoder = make_encoder(encoder_space, encoder_class, encoder_kwargs, normalize_images)
-        self.pattern_head = nn.Sequential(nn.Linear(self.encoder.features_dim, self.pattern_dim), nn.Tanh())
+        if pattern_layer:
+            self.pattern_head = nn.Sequential(nn.Linear(self.encoder.features_dim, self.pattern_dim), nn.Tanh())
+        elif self.encoder.features_dim != self.pattern_dim:
+            raise ValueError(
+                f"pattern_layer=False stores the encoder's features as patterns, so its features_dim "
+                f"({self.encoder.features_dim}) must equal the memory's pattern_dim ({self.pattern_dim}); set "
+                "encoder_kwargs.features_dim to pattern_dim, or keep pattern_layer=True"
+            )
+        else:
+            self.pattern_head = nn.Identity()
         self.query = nn.Sequential(nn.Linear(self.pattern_dim, self.pattern_dim * n_queries), nn.Tanh())
         self.head = nn.Sequential(nn.Linear(self.pattern_dim * (1 + n_queries), features_dim), nn.ReLU())
         # SB3 preprocessed each window as the Box it is; the slots are undone to the raw observations, then
