@@ -61,6 +61,19 @@ def test_features_shape_and_memory_size(write):
     assert features.shape == (2, 16)
 
 
+def test_without_the_pattern_layer_the_encoders_features_are_the_stored_patterns():
+    env = vec_env()
+    extractor = EBMMExtractor(env.observation_space, pattern_layer=False, **TINY)
+    slots, _ = extractor.raw_slots(observations(env, 3))
+    preprocessed = {key: preprocess_obs(slots[key], extractor.current_spaces[key]) for key in slots}
+    torch.testing.assert_close(extractor.encode(slots), extractor.encoder(preprocessed))
+    assert not any("pattern_head" in name for name, _ in extractor.named_parameters())
+    model = PPO("MultiInputPolicy", env, n_steps=8, batch_size=8, policy_kwargs=policy_kwargs(pattern_layer=False))
+    assert model.policy.features_extractor_kwargs["pattern_layer"] is False  # saved with the model, so load rebuilds it
+    with pytest.raises(ValueError, match=r"features_dim \(16\) must equal the memory's pattern_dim \(8\)"):
+        EBMMExtractor(env.observation_space, pattern_layer=False, **{**TINY, "encoder_kwargs": dict(features_dim=16)})
+
+
 def test_an_env_without_the_window_gets_the_line_that_adds_it():
     for space in (envs.make_env(ENV_ID).observation_space, spaces.Box(0, 1, (3,))):
         with pytest.raises(ValueError, match=r"env = VecEpisodicWindow\(env, window=16\)"):
