@@ -1,7 +1,8 @@
 """Tune an agent's hyperparameters with Optuna: ``python -m ebmm_rl.tune --agent ppo_ebmm --env EBMM-MemoryTMaze``.
 
-Each trial samples PPO's and the memory's settings, trains one run (a normal run directory under ``--run-dir``) and is
-pruned on its evaluations (:mod:`ebmm_rl.runs.tuning`). The study is kept in ``--storage``, by default a SQLite file
+Each trial samples PPO's and the memory's settings, trains ``--seeds-per-trial`` runs (normal run directories under
+``--run-dir``), is pruned on their evaluations and scored by the area under their learning curves; ``--min-fps`` makes
+slower configs infeasible (:mod:`ebmm_rl.runs.tuning`). The study is kept in ``--storage``, by default a SQLite file
 under ``--run-dir``: run the same command again, in another process or on another machine with a shared RDB URL
 (``postgresql://...``), and it joins the study. ``--workers N`` runs N trials at a time in processes of their own.
 
@@ -41,12 +42,27 @@ def build_parser() -> arguments.ArgumentParser:
         "--n-evaluations", type=arguments.positive_int, default=5, help="evaluations per trial, where pruning happens"
     )
     parser.add_argument("--eval-episodes", type=arguments.positive_int, default=20, help="episodes per evaluation")
-    parser.add_argument("--metric", choices=["success_rate", "mean_reward"], default="success_rate", help="what to maximise")
+    parser.add_argument(
+        "--metric",
+        choices=["success_rate", "mean_reward"],
+        default="success_rate",
+        help="the evaluation value whose learning-curve area (mean over evaluations and seeds) a trial maximises",
+    )
+    parser.add_argument(
+        "--seeds-per-trial", type=arguments.positive_int, default=1, help="runs per trial, one seed each (default 1)"
+    )
+    parser.add_argument(
+        "--min-fps",
+        type=arguments.positive_float,
+        help="trials training slower than this (mean fps of their runs) are infeasible and never the best",
+    )
     parser.add_argument("--workers", type=arguments.positive_int, default=1, help="trials at a time, one process each")
     parser.add_argument("--study-name", help="the study's name (default <env>__<agent>)")
     parser.add_argument("--storage", help="Optuna storage URL (default sqlite:///<run-dir>/<study>.db)")
     parser.add_argument("--run-dir", default="runs/tune", help="where trial runs, the database and results go")
-    parser.add_argument("--seed", type=arguments.seed, default=0, help="trial k trains with seed + k")
+    parser.add_argument(
+        "--seed", type=arguments.seed, default=0, help="trial k trains with seeds seed + k * seeds-per-trial + i"
+    )
     parser.add_argument("--n-startup-trials", type=arguments.non_negative_int, default=5, help="random trials first")
     parser.add_argument(
         "--n-warmup-evaluations", type=arguments.non_negative_int, default=2, help="evaluations before pruning can start"
@@ -70,10 +86,10 @@ def _write_trials(study: Any, path: Path) -> None:
     params = sorted({name for trial in study.trials for name in trial.params})
     with open(path, "w", newline="") as file:
         writer = csv.writer(file)
-        writer.writerow(["number", "state", "value", *params, "fps", "run_dir"])
+        writer.writerow(["number", "state", "value", *params, "fps", "run_dirs"])
         for trial in study.trials:
             row = [trial.number, trial.state.name, trial.value, *(trial.params.get(name) for name in params)]
-            writer.writerow([*row, trial.user_attrs.get("fps"), trial.user_attrs.get("run_dir")])
+            writer.writerow([*row, trial.user_attrs.get("fps"), " ".join(trial.user_attrs.get("run_dirs", []))])
 
 
 def main(argv: list[str] | None = None) -> Any:
@@ -111,6 +127,8 @@ def main(argv: list[str] | None = None) -> Any:
         threads=args.threads,
         n_envs=args.n_envs,
         overrides=tuple(args.set),
+        seeds_per_trial=args.seeds_per_trial,
+        min_fps=args.min_fps,
     )
     study_args = {
         "name": name,
@@ -118,10 +136,14 @@ def main(argv: list[str] | None = None) -> Any:
         "seed": args.seed,
         "n_startup_trials": args.n_startup_trials,
         "n_warmup_evaluations": args.n_warmup_evaluations,
+        "min_fps": args.min_fps,
     }
     remaining = max(args.trials - tuning.finished_trials(tuning.load_study(**study_args)), 0)  # created once here
     n_envs = args.n_envs or config["n_envs"]
-    print(f"Study {name} in {storage}: {remaining} more trials of {args.timesteps} steps, {args.workers} at a time")
+    print(
+        f"Study {name} in {storage}: {remaining} more trials of {args.seeds_per_trial} x {args.timesteps} steps, "
+        f"{args.workers} at a time"
+    )
     shares = [remaining // args.workers + (worker < remaining % args.workers) for worker in range(args.workers)]
     if args.workers == 1:
         _optimize(search, n_envs, study_args, remaining, worker=0)
@@ -141,14 +163,16 @@ def main(argv: list[str] | None = None) -> Any:
     _write_trials(study, run_dir / f"{name}_trials.csv")
     print(f"{tuning.finished_trials(study)} finished trials; table in {run_dir / f'{name}_trials.csv'}")
     try:
-        section = tuning.best_section(study, env_id)
+        best = tuning.best_trial(study, args.min_fps)
     except ValueError as error:
         print(f"No best config: {error}", file=sys.stderr)
         return study
     best_file = run_dir / f"{name}_best.yml"
-    best_file.write_text(yaml.safe_dump(section, sort_keys=False))
-    best = study.best_trial
-    print(f"Best trial {best.number}: {args.metric} {best.value:.3f}, {best.user_attrs['fps']:.0f} fps; config in {best_file}")
+    best_file.write_text(yaml.safe_dump({env_id: best.user_attrs["config"]}, sort_keys=False))
+    print(
+        f"Best trial {best.number}: {args.metric} learning-curve area {best.value:.3f}, {best.user_attrs['fps']:.0f} fps; "
+        f"config in {best_file}"
+    )
     return study
 
 

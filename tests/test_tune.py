@@ -22,7 +22,7 @@ def test_two_workers_share_one_sqlite_study_and_write_the_best_config(tmp_path):
     assert (tmp_path / "EBMM-MemoryShort-v0__ppo.db").is_file()
     trials = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
     assert len(trials) == 2 and len(study.trials) == 2
-    assert len({trial.user_attrs["run_dir"] for trial in trials}) == 2  # one run directory each
+    assert len({run for trial in trials for run in trial.user_attrs["run_dirs"]}) == 2  # one run directory each
     with open(tmp_path / "EBMM-MemoryShort-v0__ppo_trials.csv", newline="") as file:
         assert [row["state"] for row in csv.DictReader(file)] == ["COMPLETE", "COMPLETE"]
 
@@ -48,8 +48,54 @@ def test_a_pruned_trial_stops_its_run_at_the_evaluation(tmp_path):
     trial = study.trials[0]
     assert trial.state == optuna.trial.TrialState.PRUNED
     assert list(trial.intermediate_values) == [1]  # pruned at its first evaluation
-    with open(f"{trial.user_attrs['run_dir']}/evaluations.csv", newline="") as file:
+    with open(f"{trial.user_attrs['run_dirs'][0]}/evaluations.csv", newline="") as file:
         assert len(list(csv.DictReader(file))) == 1
+
+
+def test_a_trial_trains_its_seeds_in_turn_and_scores_the_area_under_their_learning_curves(tmp_path, monkeypatch):
+    search = tuning.Search("ppo", "EBMM-MemoryShort-v0", 64, 2, 1, 10, "success_rate", str(tmp_path), n_envs=2)
+    search = tuning.Search(**{**search.__dict__, "overrides": ("n_epochs=1",), "seeds_per_trial": 2})
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    study.optimize(tuning.objective(search, n_envs=2), n_trials=2)
+    for trial in study.trials:
+        assert trial.state == optuna.trial.TrialState.COMPLETE
+        runs = trial.user_attrs["run_dirs"]
+        seeds = [int((tmp_path / run / "seed").read_text()) for run in runs]
+        assert seeds == [10 + 2 * trial.number, 11 + 2 * trial.number]  # disjoint seeds across trials
+        rows = [list(csv.DictReader(open(tmp_path / run / "evaluations.csv", newline=""))) for run in runs]
+        rows = [[row for row in run_rows if int(row["timesteps"]) <= 64] for run_rows in rows]  # past it: a whole rollout
+        assert [len(run_rows) for run_rows in rows] == [2, 2]
+        area = sum(sum(float(row["success_rate"]) for row in run_rows) / 2 for run_rows in rows) / 2
+        assert trial.value == pytest.approx(area)
+        # Each run's evaluations are steps of their own: run i's k-th is step 2 * i + k.
+        expected = {2 * i + k + 1: float(rows[i][k]["success_rate"]) for i in range(2) for k in range(2)}
+        assert trial.intermediate_values == pytest.approx(expected)
+    assert len(study.trials) == 2
+
+
+def test_the_value_is_the_mean_over_runs_of_each_runs_mean_evaluation_within_the_budget():
+    trial = optuna.create_study(direction="maximize").ask()
+    reporter = tuning.TrialReporter(trial, "success_rate", n_evaluations=2, timesteps=100)
+    for run in ([0.0, 1.0, 1.0], [0.5, 0.5]):  # the first run's third evaluation is past its budget
+        reporter.start_run()
+        for k, value in enumerate(run):
+            assert reporter({"timesteps": 50 * (k + 1), "success_rate": value})
+    assert reporter.learning_curve_area() == pytest.approx((0.5 + 0.5) / 2)
+    assert trial.storage.get_trial(trial._trial_id).intermediate_values == {1: 0.0, 2: 1.0, 3: 0.5, 4: 0.5}
+
+
+def test_min_fps_makes_slower_trials_infeasible_and_never_the_best():
+    study = optuna.create_study(direction="maximize")
+    fast_poor, slow_good = (
+        optuna.trial.create_trial(value=value, user_attrs={"fps": fps, "config": {"n_steps": n_steps}})
+        for value, fps, n_steps in [(0.2, 500.0, 32), (0.9, 100.0, 64)]
+    )
+    study.add_trials([fast_poor, slow_good])
+    assert tuning.best_trial(study).value == 0.9
+    assert tuning.best_trial(study, min_fps=200).value == 0.2
+    assert tuning.fps_constraint(200)(study.trials[1]) == [100.0]  # feasible only when <= 0
+    with pytest.raises(ValueError, match="no completed trial trains at --min-fps 1000 or faster"):
+        tuning.best_trial(study, min_fps=1000)
 
 
 @pytest.mark.parametrize("agent", ["ppo", "ppo_lstm", *tuning.MEMORY_KEYS])

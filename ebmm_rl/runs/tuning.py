@@ -1,10 +1,13 @@
 """Hyperparameter search over an agent's config with Optuna, the way rl-baselines3-zoo tunes SB3 agents.
 
-A trial samples PPO's settings and, for the EBMM agents, the memory's (:data:`MEMORY_KEYS`), trains one run with them
-(:mod:`ebmm_rl.runs.training`: a normal run directory, evaluated every ``timesteps / n_evaluations`` steps with greedy
-actions), reports each evaluation to Optuna, and is pruned when Optuna's median pruner says so. Its value is the last
-evaluation's success rate (or mean return). Trials live in an Optuna storage: SQLite by default, or any RDB URL, so
-several processes or machines can work on one study at once.
+A trial samples PPO's settings and, for the EBMM agents, the memory's (:data:`MEMORY_KEYS`), trains
+``seeds_per_trial`` runs with them, one seed after another (:mod:`ebmm_rl.runs.training`: normal run directories,
+evaluated every ``timesteps / n_evaluations`` steps with greedy actions), reports each evaluation to Optuna, and is
+pruned when Optuna's median pruner says so. Its value is the area under its learning curves: the mean over its runs of
+the mean of each run's evaluations of success rate (or mean return), so a config that learns early and holds scores
+above one that gets there late or falls back, and one lucky seed does not make a config. A study may also bound the
+cost: with ``min_fps`` a trial slower than that is infeasible (Optuna's constrained TPE) and never the best. Trials live
+in an Optuna storage: SQLite by default, or any RDB URL, so several processes or machines can work on one study at once.
 """
 
 from __future__ import annotations
@@ -83,27 +86,48 @@ def sample_overrides(trial: optuna.Trial, agent: str, n_envs: int) -> dict[str, 
 
 
 class TrialReporter:
-    """Reports each evaluation of a trial's run to Optuna and ends the run when the trial should be pruned (the
-    ``on_evaluation`` handler of :func:`~ebmm_rl.runs.training.train_run`).
+    """Reports each evaluation of a trial's runs to Optuna and ends the run when the trial should be pruned (the
+    ``on_evaluation`` handler of :func:`~ebmm_rl.runs.training.train_run`). The ``k``-th evaluation of the trial's
+    ``i``-th run is step ``i * n_evaluations + k``, so the pruner compares trials at the same seed and evaluation.
+    Evaluations past the trial's budget (a run ends at a whole rollout, which can overshoot it) are not reported.
 
     :param trial: the trial.
     :param metric: the evaluation's value to report (:data:`METRICS`).
+    :param n_evaluations: evaluations per run.
+    :param timesteps: the budget of a run.
     """
 
-    def __init__(self, trial: optuna.Trial, metric: str):
+    def __init__(self, trial: optuna.Trial, metric: str, n_evaluations: int, timesteps: int):
         self.trial = trial
         self.metric = metric
-        self.evaluations = 0
+        self.n_evaluations = n_evaluations
+        self.timesteps = timesteps
+        self.runs: list[list[float]] = []
         self.pruned = False
 
+    def start_run(self) -> None:
+        """The trial's next run begins."""
+        self.runs.append([])
+
     def __call__(self, row: dict[str, float]) -> bool:
-        value = row[self.metric]
-        self.evaluations += 1
-        self.trial.report(value, self.evaluations)
+        values = self.runs[-1]
+        if row["timesteps"] > self.timesteps or len(values) == self.n_evaluations:
+            return True
+        values.append(row[self.metric])
+        self.trial.report(values[-1], (len(self.runs) - 1) * self.n_evaluations + len(values))
         if self.trial.should_prune():
             self.pruned = True
             return False
         return True
+
+    @property
+    def evaluations(self) -> int:
+        """Evaluations reported so far, over all runs."""
+        return sum(map(len, self.runs))
+
+    def learning_curve_area(self) -> float:
+        """The trial's value: the mean over its runs of the mean of each run's evaluations (``nan`` if a run has none)."""
+        return float(sum(sum(values) / len(values) if values else math.nan for values in self.runs) / len(self.runs))
 
 
 @dataclass(frozen=True)
@@ -115,13 +139,15 @@ class Search:
     :param timesteps: environment steps per trial.
     :param n_evaluations: evaluations per trial (pruning happens at these).
     :param eval_episodes: episodes per evaluation.
-    :param seed: trial ``k`` trains with seed ``seed + k``.
-    :param metric: what a trial maximises (:data:`METRICS`).
+    :param seed: trial ``k`` trains with seeds ``seed + k * seeds_per_trial`` to ``seed + (k + 1) * seeds_per_trial - 1``.
+    :param metric: the evaluation value whose learning-curve area a trial maximises (:data:`METRICS`).
     :param run_dir: parent of the trials' run directories.
     :param device: torch device.
     :param threads: torch threads per trial.
     :param n_envs: parallel envs per trial (``None``: the config's).
     :param overrides: fixed ``key=value`` config overrides under every trial's samples.
+    :param seeds_per_trial: runs per trial, one seed each.
+    :param min_fps: a trial whose runs train slower than this (mean fps) is infeasible (``None``: no bound).
     """
 
     agent: str
@@ -136,13 +162,15 @@ class Search:
     threads: int = 1
     n_envs: int | None = None
     overrides: tuple[str, ...] = ()
+    seeds_per_trial: int = 1
+    min_fps: float | None = None
 
-    def options(self, trial_number: int) -> dict[str, Any]:
-        """The run settings of one trial."""
+    def options(self, trial_number: int, run: int) -> dict[str, Any]:
+        """The run settings of one trial's ``run``-th run."""
         return {
             "agent": self.agent,
             "env": self.env,
-            "seed": self.seed + trial_number,
+            "seed": self.seed + trial_number * self.seeds_per_trial + run,
             "device": self.device,
             "run_dir": self.run_dir,
             "eval_freq": max(self.timesteps // self.n_evaluations, 1),
@@ -153,36 +181,54 @@ class Search:
 
 
 def objective(search: Search, n_envs: int) -> Callable[[optuna.Trial], float]:
-    """The function Optuna maximises: train one trial's run and return its last evaluation's metric.
+    """The function Optuna maximises: train one trial's runs, one seed after another, and return the area under their
+    learning curves (:meth:`TrialReporter.learning_curve_area`).
 
     :param search: the study's settings.
     :param n_envs: the runs' parallel envs.
-    :raises optuna.TrialPruned: when the pruner stopped the run.
+    :raises optuna.TrialPruned: when the pruner stopped a run.
     """
 
     def run_trial(trial: optuna.Trial) -> float:
         sampled = sample_overrides(trial, search.agent, n_envs)
         overrides = [*search.overrides, *(f"{key}={json.dumps(value)}" for key, value in sampled.items())]
-        options = search.options(trial.number)
-        flags = [f"--{key.replace('_', '-')}={value}" for key, value in options.items()]
-        flags += [f"--timesteps={search.timesteps}", *(f"--set={item}" for item in overrides)]
-        command = shlex.join(["python", "-m", "ebmm_rl.train", *flags])
-        spec = start_run(options, command, overrides=overrides, timesteps=search.timesteps, n_envs=search.n_envs)
-        reporter = TrialReporter(trial, search.metric)
-        result = train_run(prepare_run(spec, threads=search.threads), progress_bar=False, on_evaluation=reporter)
-        trial.set_user_attr("run_dir", str(result.run_dir))
-        trial.set_user_attr("fps", result.fps)
-        trial.set_user_attr("config", spec.config)
-        if result.interrupted:
-            raise KeyboardInterrupt
-        if reporter.pruned:
-            raise optuna.TrialPruned(f"pruned after {reporter.evaluations} evaluations")
-        value = result.success_rate if search.metric == "success_rate" else result.mean_reward
-        if value is None or not math.isfinite(value):
-            raise optuna.TrialPruned("no final evaluation")
+        reporter = TrialReporter(trial, search.metric, search.n_evaluations, search.timesteps)
+        run_dirs, fps = [], []
+        for run in range(search.seeds_per_trial):
+            options = search.options(trial.number, run)
+            flags = [f"--{key.replace('_', '-')}={value}" for key, value in options.items()]
+            flags += [f"--timesteps={search.timesteps}", *(f"--set={item}" for item in overrides)]
+            command = shlex.join(["python", "-m", "ebmm_rl.train", *flags])
+            spec = start_run(options, command, overrides=overrides, timesteps=search.timesteps, n_envs=search.n_envs)
+            reporter.start_run()
+            result = train_run(prepare_run(spec, threads=search.threads), progress_bar=False, on_evaluation=reporter)
+            run_dirs.append(str(result.run_dir))
+            fps.append(result.fps)
+            trial.set_user_attr("run_dirs", run_dirs)
+            trial.set_user_attr("fps", sum(fps) / len(fps))
+            trial.set_user_attr("config", spec.config)
+            if result.interrupted:
+                raise KeyboardInterrupt
+            if reporter.pruned:
+                raise optuna.TrialPruned(f"pruned after {reporter.evaluations} evaluations")
+        value = reporter.learning_curve_area()
+        if not math.isfinite(value):
+            raise optuna.TrialPruned("a run made no evaluation")
         return value
 
     return run_trial
+
+
+def fps_constraint(min_fps: float | None) -> Callable[[optuna.trial.FrozenTrial], list[float]] | None:
+    """Optuna's ``constraints_func`` for a study whose trials must train at ``min_fps`` or faster (feasible when the
+    value is ``<= 0``); ``None`` without a bound."""
+    if min_fps is None:
+        return None
+
+    def too_slow_by(trial: optuna.trial.FrozenTrial) -> list[float]:
+        return [min_fps - trial.user_attrs.get("fps", 0.0)]
+
+    return too_slow_by
 
 
 def storage_for(url: str) -> optuna.storages.BaseStorage:
@@ -192,7 +238,14 @@ def storage_for(url: str) -> optuna.storages.BaseStorage:
     return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
 
 
-def load_study(name: str, storage: str, seed: int, n_startup_trials: int, n_warmup_evaluations: int) -> optuna.Study:
+def load_study(
+    name: str,
+    storage: str,
+    seed: int,
+    n_startup_trials: int,
+    n_warmup_evaluations: int,
+    min_fps: float | None = None,
+) -> optuna.Study:
     """Create the study, or join it if it exists: TPE sampling, median pruning (rl-zoo3's defaults).
 
     :param name: the study's name in the storage.
@@ -200,11 +253,15 @@ def load_study(name: str, storage: str, seed: int, n_startup_trials: int, n_warm
     :param seed: the sampler's seed (each process joining the study adds its own offset).
     :param n_startup_trials: trials sampled at random and never pruned before TPE and the pruner start.
     :param n_warmup_evaluations: evaluations of a trial before it can be pruned.
+    :param min_fps: trials slower than this are infeasible (:func:`fps_constraint`).
     """
+    sampler = optuna.samplers.TPESampler(
+        n_startup_trials=n_startup_trials, seed=seed, constraints_func=fps_constraint(min_fps)
+    )
     return optuna.create_study(
         study_name=name,
         storage=storage_for(storage),
-        sampler=optuna.samplers.TPESampler(n_startup_trials=n_startup_trials, seed=seed),
+        sampler=sampler,
         pruner=optuna.pruners.MedianPruner(n_startup_trials=n_startup_trials, n_warmup_steps=n_warmup_evaluations),
         direction="maximize",
         load_if_exists=True,
@@ -217,12 +274,16 @@ def finished_trials(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=states))
 
 
-def best_section(study: optuna.Study, env: str) -> dict[str, Any]:
-    """The best trial's resolved config as a section keyed by env id, ready to paste into ``configs/<agent>.yml``.
+def best_trial(study: optuna.Study, min_fps: float | None = None) -> optuna.trial.FrozenTrial:
+    """The completed trial of highest value among those at ``min_fps`` or faster.
 
-    :raises ValueError: if no trial has completed.
+    :raises ValueError: if no trial has completed, or none is fast enough.
     """
     completed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if not completed:
         raise ValueError(f"study {study.study_name!r} has no completed trial yet")
-    return {env: study.best_trial.user_attrs["config"]}
+    feasible = [trial for trial in completed if min_fps is None or trial.user_attrs.get("fps", 0.0) >= min_fps]
+    if not feasible:
+        fastest = max(trial.user_attrs.get("fps", 0.0) for trial in completed)
+        raise ValueError(f"no completed trial trains at --min-fps {min_fps:g} or faster (fastest: {fastest:.0f} fps)")
+    return max(feasible, key=lambda trial: trial.value)
