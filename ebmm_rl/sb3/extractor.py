@@ -182,9 +182,9 @@ class EBMMExtractor(BaseFeaturesExtractor):
     ``pattern_layer``, a linear layer and tanh to ``(-1, 1)^pattern_dim``), writes the patterns into a fresh memory per
     environment (``write="batch"`` writes them all at once, ``"stream"`` one at a time, oldest first), computes
     ``n_queries`` queries from the current observation's pattern and reads. It keeps no state between calls, as SB3
-    requires: the episode's memory comes from the window. The RL loss trains encoder, queries and memory end to end through the read
-    and the write; :meth:`memory_loss` is the memory's own reconstruction objective on the agent's observations. SB3's
-    orthogonal init (``ortho_init``) reaches the encoder and heads but not the memory.
+    requires: the episode's memory comes from the window. The RL loss trains encoder, queries and memory end to end
+    through the read and the write; :meth:`memory_loss` is the memory's own reconstruction objective on the agent's
+    observations. SB3's orthogonal init (``ortho_init``) reaches the encoder and heads but not the memory.
 
     :param observation_space: the observation space of an env wrapped in ``VecEpisodicWindow``
     :param features_dim: size of the output features
