@@ -54,7 +54,7 @@ def build_parser() -> arguments.ArgumentParser:
     parser.add_argument(
         "--min-fps",
         type=arguments.positive_float,
-        help="trials training slower than this (mean fps of their runs) are infeasible and never the best",
+        help="trials training fewer steps per second of CPU time than this are infeasible and never the best",
     )
     parser.add_argument("--workers", type=arguments.positive_int, default=1, help="trials at a time, one process each")
     parser.add_argument("--study-name", help="the study's name (default <env>__<agent>)")
@@ -86,10 +86,11 @@ def _write_trials(study: Any, path: Path) -> None:
     params = sorted({name for trial in study.trials for name in trial.params})
     with open(path, "w", newline="") as file:
         writer = csv.writer(file)
-        writer.writerow(["number", "state", "value", *params, "fps", "run_dirs"])
+        writer.writerow(["number", "state", "value", *params, "fps", "cpu_fps", "run_dirs"])
         for trial in study.trials:
             row = [trial.number, trial.state.name, trial.value, *(trial.params.get(name) for name in params)]
-            writer.writerow([*row, trial.user_attrs.get("fps"), " ".join(trial.user_attrs.get("run_dirs", []))])
+            attrs = trial.user_attrs
+            writer.writerow([*row, attrs.get("fps"), attrs.get("cpu_fps"), " ".join(attrs.get("run_dirs", []))])
 
 
 def main(argv: list[str] | None = None) -> Any:
@@ -170,7 +171,8 @@ def main(argv: list[str] | None = None) -> Any:
     best_file = run_dir / f"{name}_best.yml"
     best_file.write_text(yaml.safe_dump({env_id: best.user_attrs["config"]}, sort_keys=False))
     print(
-        f"Best trial {best.number}: {args.metric} learning-curve area {best.value:.3f}, {best.user_attrs['fps']:.0f} fps; "
+        f"Best trial {best.number}: {args.metric} learning-curve area {best.value:.3f}, {best.user_attrs['fps']:.0f} fps "
+        f"({best.user_attrs['cpu_fps']:.0f} steps per CPU second); "
         f"config in {best_file}"
     )
     return study

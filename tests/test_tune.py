@@ -62,6 +62,7 @@ def test_a_trial_trains_its_seeds_in_turn_and_scores_the_area_under_their_learni
         runs = trial.user_attrs["run_dirs"]
         seeds = [int((tmp_path / run / "seed").read_text()) for run in runs]
         assert seeds == [10 + 2 * trial.number, 11 + 2 * trial.number]  # disjoint seeds across trials
+        assert trial.user_attrs["cpu_fps"] > 0 and trial.user_attrs["fps"] > 0
         rows = [list(csv.DictReader(open(tmp_path / run / "evaluations.csv", newline=""))) for run in runs]
         rows = [[row for row in run_rows if int(row["timesteps"]) <= 64] for run_rows in rows]  # past it: a whole rollout
         assert [len(run_rows) for run_rows in rows] == [2, 2]
@@ -87,7 +88,7 @@ def test_the_value_is_the_mean_over_runs_of_each_runs_mean_evaluation_within_the
 def test_min_fps_makes_slower_trials_infeasible_and_never_the_best():
     study = optuna.create_study(direction="maximize")
     fast_poor, slow_good = (
-        optuna.trial.create_trial(value=value, user_attrs={"fps": fps, "config": {"n_steps": n_steps}})
+        optuna.trial.create_trial(value=value, user_attrs={"cpu_fps": fps, "config": {"n_steps": n_steps}})
         for value, fps, n_steps in [(0.2, 500.0, 32), (0.9, 100.0, 64)]
     )
     study.add_trials([fast_poor, slow_good])

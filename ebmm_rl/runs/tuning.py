@@ -6,7 +6,8 @@ evaluated every ``timesteps / n_evaluations`` steps with greedy actions), report
 pruned when Optuna's median pruner says so. Its value is the area under its learning curves: the mean over its runs of
 the mean of each run's evaluations of success rate (or mean return), so a config that learns early and holds scores
 above one that gets there late or falls back, and one lucky seed does not make a config. A study may also bound the
-cost: with ``min_fps`` a trial slower than that is infeasible (Optuna's constrained TPE) and never the best. Trials live
+cost: with ``min_fps`` a trial whose runs train fewer steps per second of CPU time than that is infeasible (Optuna's
+constrained TPE) and never the best; CPU time, unlike wall time, does not depend on what else the machine runs. Trials live
 in an Optuna storage: SQLite by default, or any RDB URL, so several processes or machines can work on one study at once.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import shlex
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -147,7 +149,8 @@ class Search:
     :param n_envs: parallel envs per trial (``None``: the config's).
     :param overrides: fixed ``key=value`` config overrides under every trial's samples.
     :param seeds_per_trial: runs per trial, one seed each.
-    :param min_fps: a trial whose runs train slower than this (mean fps) is infeasible (``None``: no bound).
+    :param min_fps: a trial whose runs train fewer environment steps per second of the process's CPU time than this
+        (over all its runs, setup and evaluations included) is infeasible (``None``: no bound).
     """
 
     agent: str
@@ -193,7 +196,7 @@ def objective(search: Search, n_envs: int) -> Callable[[optuna.Trial], float]:
         sampled = sample_overrides(trial, search.agent, n_envs)
         overrides = [*search.overrides, *(f"{key}={json.dumps(value)}" for key, value in sampled.items())]
         reporter = TrialReporter(trial, search.metric, search.n_evaluations, search.timesteps)
-        run_dirs, fps = [], []
+        run_dirs, fps, steps, cpu_seconds = [], [], 0, 0.0
         for run in range(search.seeds_per_trial):
             options = search.options(trial.number, run)
             flags = [f"--{key.replace('_', '-')}={value}" for key, value in options.items()]
@@ -201,11 +204,15 @@ def objective(search: Search, n_envs: int) -> Callable[[optuna.Trial], float]:
             command = shlex.join(["python", "-m", "ebmm_rl.train", *flags])
             spec = start_run(options, command, overrides=overrides, timesteps=search.timesteps, n_envs=search.n_envs)
             reporter.start_run()
+            cpu_start = time.process_time()
             result = train_run(prepare_run(spec, threads=search.threads), progress_bar=False, on_evaluation=reporter)
+            cpu_seconds += time.process_time() - cpu_start
+            steps += result.num_timesteps
             run_dirs.append(str(result.run_dir))
             fps.append(result.fps)
             trial.set_user_attr("run_dirs", run_dirs)
             trial.set_user_attr("fps", sum(fps) / len(fps))
+            trial.set_user_attr("cpu_fps", steps / cpu_seconds)
             trial.set_user_attr("config", spec.config)
             if result.interrupted:
                 raise KeyboardInterrupt
@@ -220,13 +227,13 @@ def objective(search: Search, n_envs: int) -> Callable[[optuna.Trial], float]:
 
 
 def fps_constraint(min_fps: float | None) -> Callable[[optuna.trial.FrozenTrial], list[float]] | None:
-    """Optuna's ``constraints_func`` for a study whose trials must train at ``min_fps`` or faster (feasible when the
-    value is ``<= 0``); ``None`` without a bound."""
+    """Optuna's ``constraints_func`` for a study whose trials must train ``min_fps`` steps per CPU second or more
+    (feasible when the value is ``<= 0``); ``None`` without a bound."""
     if min_fps is None:
         return None
 
     def too_slow_by(trial: optuna.trial.FrozenTrial) -> list[float]:
-        return [min_fps - trial.user_attrs.get("fps", 0.0)]
+        return [min_fps - trial.user_attrs.get("cpu_fps", 0.0)]
 
     return too_slow_by
 
@@ -275,15 +282,17 @@ def finished_trials(study: optuna.Study) -> int:
 
 
 def best_trial(study: optuna.Study, min_fps: float | None = None) -> optuna.trial.FrozenTrial:
-    """The completed trial of highest value among those at ``min_fps`` or faster.
+    """The completed trial of highest value among those at ``min_fps`` steps per CPU second or more.
 
     :raises ValueError: if no trial has completed, or none is fast enough.
     """
     completed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if not completed:
         raise ValueError(f"study {study.study_name!r} has no completed trial yet")
-    feasible = [trial for trial in completed if min_fps is None or trial.user_attrs.get("fps", 0.0) >= min_fps]
+    feasible = [trial for trial in completed if min_fps is None or trial.user_attrs.get("cpu_fps", 0.0) >= min_fps]
     if not feasible:
-        fastest = max(trial.user_attrs.get("fps", 0.0) for trial in completed)
-        raise ValueError(f"no completed trial trains at --min-fps {min_fps:g} or faster (fastest: {fastest:.0f} fps)")
+        fastest = max(trial.user_attrs.get("cpu_fps", 0.0) for trial in completed)
+        raise ValueError(
+            f"no completed trial trains at --min-fps {min_fps:g} or faster (fastest: {fastest:.0f} steps per CPU second)"
+        )
     return max(feasible, key=lambda trial: trial.value)
