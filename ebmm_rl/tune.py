@@ -137,7 +137,6 @@ def main(argv: list[str] | None = None) -> Any:
         "seed": args.seed,
         "n_startup_trials": args.n_startup_trials,
         "n_warmup_evaluations": args.n_warmup_evaluations,
-        "min_fps": args.min_fps,
     }
     remaining = max(args.trials - tuning.finished_trials(tuning.load_study(**study_args)), 0)  # created once here
     n_envs = args.n_envs or config["n_envs"]

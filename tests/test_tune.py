@@ -54,7 +54,7 @@ def test_a_pruned_trial_stops_its_run_at_the_evaluation(tmp_path):
 
 def test_a_trial_trains_its_seeds_in_turn_and_scores_the_area_under_their_learning_curves(tmp_path, monkeypatch):
     search = tuning.Search("ppo", "EBMM-MemoryShort-v0", 64, 2, 1, 10, "success_rate", str(tmp_path), n_envs=2)
-    search = tuning.Search(**{**search.__dict__, "overrides": ("n_epochs=1",), "seeds_per_trial": 2})
+    search = tuning.Search(**{**search.__dict__, "overrides": ("n_epochs=1",), "seeds_per_trial": 2, "min_fps": 1e9})
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
     study.optimize(tuning.objective(search, n_envs=2), n_trials=2)
     for trial in study.trials:
@@ -63,6 +63,8 @@ def test_a_trial_trains_its_seeds_in_turn_and_scores_the_area_under_their_learni
         seeds = [int((tmp_path / run / "seed").read_text()) for run in runs]
         assert seeds == [10 + 2 * trial.number, 11 + 2 * trial.number]  # disjoint seeds across trials
         assert trial.user_attrs["cpu_fps"] > 0 and trial.user_attrs["fps"] > 0
+        # Slower than --min-fps: infeasible for Optuna's constrained sampling (feasible when <= 0).
+        assert trial.system_attrs["constraints:cpu_fps"] == pytest.approx(1e9 - trial.user_attrs["cpu_fps"])
         rows = [list(csv.DictReader(open(tmp_path / run / "evaluations.csv", newline=""))) for run in runs]
         rows = [[row for row in run_rows if int(row["timesteps"]) <= 64] for run_rows in rows]  # past it: a whole rollout
         assert [len(run_rows) for run_rows in rows] == [2, 2]
@@ -94,7 +96,6 @@ def test_min_fps_makes_slower_trials_infeasible_and_never_the_best():
     study.add_trials([fast_poor, slow_good])
     assert tuning.best_trial(study).value == 0.9
     assert tuning.best_trial(study, min_fps=200).value == 0.2
-    assert tuning.fps_constraint(200)(study.trials[1]) == [100.0]  # feasible only when <= 0
     with pytest.raises(ValueError, match="no completed trial trains at --min-fps 1000 or faster"):
         tuning.best_trial(study, min_fps=1000)
 

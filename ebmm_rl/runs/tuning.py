@@ -226,16 +226,11 @@ def objective(search: Search, n_envs: int) -> Callable[[optuna.Trial], float]:
     return run_trial
 
 
-def fps_constraint(min_fps: float | None) -> Callable[[optuna.trial.FrozenTrial], list[float]] | None:
-    """Optuna's ``constraints_func`` for a study whose trials must train ``min_fps`` steps per CPU second or more
-    (feasible when the value is ``<= 0``); ``None`` without a bound."""
-    if min_fps is None:
-        return None
-
-    def too_slow_by(trial: optuna.trial.FrozenTrial) -> list[float]:
-        return [min_fps - trial.user_attrs.get("cpu_fps", 0.0)]
-
-    return too_slow_by
+def bound_cost(trial: optuna.Trial, min_fps: float | None, cpu_fps: float) -> None:
+    """Mark a trial infeasible for Optuna's constrained sampling when it trains fewer than ``min_fps`` steps per CPU
+    second (its constraint ``min_fps - cpu_fps`` is then above 0); nothing without a bound."""
+    if min_fps is not None:
+        trial.set_constraint("cpu_fps", min_fps - cpu_fps)
 
 
 def storage_for(url: str) -> optuna.storages.BaseStorage:
@@ -251,7 +246,6 @@ def load_study(
     seed: int,
     n_startup_trials: int,
     n_warmup_evaluations: int,
-    min_fps: float | None = None,
 ) -> optuna.Study:
     """Create the study, or join it if it exists: TPE sampling, median pruning (rl-zoo3's defaults).
 
@@ -260,15 +254,11 @@ def load_study(
     :param seed: the sampler's seed (each process joining the study adds its own offset).
     :param n_startup_trials: trials sampled at random and never pruned before TPE and the pruner start.
     :param n_warmup_evaluations: evaluations of a trial before it can be pruned.
-    :param min_fps: trials slower than this are infeasible (:func:`fps_constraint`).
     """
-    sampler = optuna.samplers.TPESampler(
-        n_startup_trials=n_startup_trials, seed=seed, constraints_func=fps_constraint(min_fps)
-    )
     return optuna.create_study(
         study_name=name,
         storage=storage_for(storage),
-        sampler=sampler,
+        sampler=optuna.samplers.TPESampler(n_startup_trials=n_startup_trials, seed=seed),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=n_startup_trials, n_warmup_steps=n_warmup_evaluations),
         direction="maximize",
         load_if_exists=True,
