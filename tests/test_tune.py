@@ -64,7 +64,7 @@ def test_a_trial_trains_its_seeds_in_turn_and_scores_the_area_under_their_learni
         assert seeds == [10 + 2 * trial.number, 11 + 2 * trial.number]  # disjoint seeds across trials
         assert trial.user_attrs["cpu_fps"] > 0 and trial.user_attrs["fps"] > 0
         # Slower than --min-fps: infeasible for Optuna's constrained sampling (feasible when <= 0).
-        assert trial.system_attrs["constraints:cpu_fps"] == pytest.approx(1e9 - trial.user_attrs["cpu_fps"])
+        assert trial.constraints == {"cpu_fps": pytest.approx(1e9 - trial.user_attrs["cpu_fps"])}
         rows = [list(csv.DictReader(open(tmp_path / run / "evaluations.csv", newline=""))) for run in runs]
         rows = [[row for row in run_rows if int(row["timesteps"]) <= 64] for run_rows in rows]  # past it: a whole rollout
         assert [len(run_rows) for run_rows in rows] == [2, 2]

@@ -217,7 +217,9 @@ def objective(search: Search, n_envs: int) -> Callable[[optuna.Trial], float]:
             if result.interrupted:
                 raise KeyboardInterrupt
             if reporter.pruned:
+                bound_cost(trial, search.min_fps, steps / cpu_seconds)
                 raise optuna.TrialPruned(f"pruned after {reporter.evaluations} evaluations")
+        bound_cost(trial, search.min_fps, steps / cpu_seconds)
         value = reporter.learning_curve_area()
         if not math.isfinite(value):
             raise optuna.TrialPruned("a run made no evaluation")
