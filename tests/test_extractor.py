@@ -22,7 +22,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 from ebmm_rl import EBMMExtractor, envs
 from ebmm_rl.agents.ppo_ebmm import EBMMPPO
 from ebmm_rl.sb3 import MiniGridEncoder, VecEpisodicWindow
-from ebmm_rl.sb3.extractor import distinct_rows
+from ebmm_rl.sb3.extractor import distinct_rows, hash_weights
 from test_window import SPACES, CountingEnv
 
 ENV_ID = "EBMM-MemoryShort-v0"
@@ -153,6 +153,16 @@ def test_distinct_rows_are_exact(dtype):
     assert torch.equal(symbols[first][row], symbols)
     assert first.shape[0] == torch.unique(symbols, dim=0).shape[0]
     assert torch.equal(row[first], torch.arange(first.shape[0]))  # first occurrences are their own rows
+
+
+def test_distinct_rows_that_share_a_hash_stay_apart():
+    weights = hash_weights(4, torch.zeros(0))
+    colliding = torch.zeros(2, 4)
+    colliding[0, 1], colliding[1, 2] = weights[2], weights[1]  # both hash to weights[1] * weights[2]
+    assert torch.equal(colliding[0] @ weights, colliding[1] @ weights)
+    rows = colliding[[0, 1, 1, 0]]
+    first, row = distinct_rows(rows)
+    assert torch.equal(rows[first][row], rows) and sorted(first.tolist()) == [0, 1]
 
 
 @pytest.mark.parametrize("write", ["batch", "stream"])
