@@ -74,12 +74,12 @@ def build_parser() -> arguments.ArgumentParser:
     return parser
 
 
-def _optimize(search: Any, n_envs: int, study_args: dict[str, Any], trials: int, worker: int) -> None:
+def _optimize(search: Any, config: dict[str, Any], study_args: dict[str, Any], trials: int, worker: int) -> None:
     """One process's share of the study: ``trials`` more trials."""
     from ebmm_rl.runs import tuning
 
     study = tuning.load_study(**{**study_args, "seed": study_args["seed"] + worker})
-    study.optimize(tuning.objective(search, n_envs), n_trials=trials, catch=(ValueError,))
+    study.optimize(tuning.objective(search, config), n_trials=trials, catch=(ValueError,))
 
 
 def _write_trials(study: Any, path: Path) -> None:
@@ -139,19 +139,19 @@ def main(argv: list[str] | None = None) -> Any:
         "n_warmup_evaluations": args.n_warmup_evaluations,
     }
     remaining = max(args.trials - tuning.finished_trials(tuning.load_study(**study_args)), 0)  # created once here
-    n_envs = args.n_envs or config["n_envs"]
+    config = {**config, "n_envs": args.n_envs or config["n_envs"]}
     print(
         f"Study {name} in {storage}: {remaining} more trials of {args.seeds_per_trial} x {args.timesteps} steps, "
         f"{args.workers} at a time"
     )
     shares = [remaining // args.workers + (worker < remaining % args.workers) for worker in range(args.workers)]
     if args.workers == 1:
-        _optimize(search, n_envs, study_args, remaining, worker=0)
+        _optimize(search, config, study_args, remaining, worker=0)
     else:
         # spawn: each worker starts clean (no inherited torch threads or open database connections).
         context = multiprocessing.get_context("spawn")
         workers = [
-            context.Process(target=_optimize, args=(search, n_envs, study_args, share, worker))
+            context.Process(target=_optimize, args=(search, config, study_args, share, worker))
             for worker, share in enumerate(shares)
             if share > 0
         ]

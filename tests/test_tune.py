@@ -11,7 +11,14 @@ optuna = pytest.importorskip("optuna")
 
 from ebmm_rl import train, tune  # noqa: E402
 from ebmm_rl.runs import tuning  # noqa: E402
-from ebmm_rl.runs.training import start_run  # noqa: E402
+from ebmm_rl.agents import get_agent  # noqa: E402
+from ebmm_rl.runs.config import load_config  # noqa: E402
+from ebmm_rl.runs.training import prepare_run, start_run  # noqa: E402
+
+
+def config_of(agent: str, env: str, n_envs: int) -> dict:
+    return {**load_config(get_agent(agent), env), "n_envs": n_envs}
+
 
 TINY = ["--agent", "ppo", "--env", "EBMM-MemoryShort", "--timesteps", "64", "--n-envs", "2", "--eval-episodes", "2"]
 TINY += ["--set", "n_epochs=1", "--set", "policy_kwargs.net_arch=[8]", "--n-startup-trials", "1"]
@@ -44,7 +51,7 @@ def test_a_pruned_trial_stops_its_run_at_the_evaluation(tmp_path):
     search = tuning.Search(**{**search.__dict__, "overrides": ("n_epochs=1",)})
     always = optuna.pruners.ThresholdPruner(lower=2.0)  # no success rate reaches 2: every reported trial is pruned
     study = optuna.create_study(direction="maximize", pruner=always, sampler=optuna.samplers.RandomSampler(seed=0))
-    study.optimize(tuning.objective(search, n_envs=2), n_trials=1)
+    study.optimize(tuning.objective(search, config_of("ppo", "EBMM-MemoryShort-v0", n_envs=2)), n_trials=1)
     trial = study.trials[0]
     assert trial.state == optuna.trial.TrialState.PRUNED
     assert list(trial.intermediate_values) == [1]  # pruned at its first evaluation
@@ -56,7 +63,7 @@ def test_a_trial_trains_its_seeds_in_turn_and_scores_the_area_under_their_learni
     search = tuning.Search("ppo", "EBMM-MemoryShort-v0", 64, 2, 1, 10, "success_rate", str(tmp_path), n_envs=2)
     search = tuning.Search(**{**search.__dict__, "overrides": ("n_epochs=1",), "seeds_per_trial": 2, "min_fps": 1e9})
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
-    study.optimize(tuning.objective(search, n_envs=2), n_trials=2)
+    study.optimize(tuning.objective(search, config_of("ppo", "EBMM-MemoryShort-v0", n_envs=2)), n_trials=2)
     for trial in study.trials:
         assert trial.state == optuna.trial.TrialState.COMPLETE
         runs = trial.user_attrs["run_dirs"]
@@ -101,10 +108,13 @@ def test_min_fps_makes_slower_trials_infeasible_and_never_the_best():
 
 
 @pytest.mark.parametrize("agent", ["ppo", "ppo_lstm", *tuning.MEMORY_KEYS])
-def test_every_sample_is_a_valid_config(agent):
+def test_every_sample_builds_a_model(agent, tmp_path):
+    config = config_of(agent, "EBMM-MemoryTMaze-v0", n_envs=2)
     for seed in range(3):
         trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed)).ask()
-        sampled = tuning.sample_overrides(trial, agent, n_envs=8)
+        sampled = tuning.sample_overrides(trial, agent, config)
         overrides = [f"{key}={value}" for key, value in sampled.items()]
-        spec = start_run({"agent": agent, "env": "EBMM-MemoryTMaze"}, "test", overrides=overrides, n_envs=8)
-        assert spec.config["batch_size"] <= spec.config["n_steps"] * 8
+        options = {"agent": agent, "env": "EBMM-MemoryTMaze", "run_dir": str(tmp_path)}
+        spec = start_run(options, "test", overrides=overrides, n_envs=2)
+        assert spec.config["batch_size"] <= spec.config["n_steps"] * 2
+        prepare_run(spec).close()  # builds the envs and the model: the sampled sizes fit together

@@ -76,14 +76,20 @@ def sample_memory(trial: optuna.Trial) -> dict[str, Any]:
     }
 
 
-def sample_overrides(trial: optuna.Trial, agent: str, n_envs: int) -> dict[str, Any]:
+def sample_overrides(trial: optuna.Trial, agent: str, config: dict[str, Any]) -> dict[str, Any]:
     """Every setting a trial of ``agent`` samples.
 
+    :param config: the resolved config the samples go over (its ``n_envs`` is the run's).
     :return: config overrides, dotted key to value.
     """
-    overrides = sample_ppo(trial, n_envs)
+    overrides = sample_ppo(trial, config["n_envs"])
     if agent in MEMORY_KEYS:
-        overrides |= {f"{MEMORY_KEYS[agent]}.{key}": value for key, value in sample_memory(trial).items()}
+        memory = sample_memory(trial)
+        overrides |= {f"{MEMORY_KEYS[agent]}.{key}": value for key, value in memory.items()}
+        extractor = config.get("policy_kwargs", {}).get("features_extractor_kwargs") or {}
+        if agent == "ppo_ebmm" and extractor.get("pattern_layer") is False:
+            # The encoder's features are the patterns (no pattern layer): the pattern size sampled is their size.
+            overrides["policy_kwargs.features_extractor_kwargs.encoder_kwargs.features_dim"] = memory["pattern_dim"]
     return overrides
 
 
@@ -183,17 +189,17 @@ class Search:
         }
 
 
-def objective(search: Search, n_envs: int) -> Callable[[optuna.Trial], float]:
+def objective(search: Search, config: dict[str, Any]) -> Callable[[optuna.Trial], float]:
     """The function Optuna maximises: train one trial's runs, one seed after another, and return the area under their
     learning curves (:meth:`TrialReporter.learning_curve_area`).
 
     :param search: the study's settings.
-    :param n_envs: the runs' parallel envs.
+    :param config: the resolved config the trials' samples go over, with the runs' ``n_envs``.
     :raises optuna.TrialPruned: when the pruner stopped a run.
     """
 
     def run_trial(trial: optuna.Trial) -> float:
-        sampled = sample_overrides(trial, search.agent, n_envs)
+        sampled = sample_overrides(trial, search.agent, config)
         overrides = [*search.overrides, *(f"{key}={json.dumps(value)}" for key, value in sampled.items())]
         reporter = TrialReporter(trial, search.metric, search.n_evaluations, search.timesteps)
         run_dirs, fps, steps, cpu_seconds = [], [], 0, 0.0
