@@ -23,7 +23,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
 from ebmm_rl import evaluate, train
-from ebmm_rl.runs.checkpoints import read_training_state
+from ebmm_rl.runs.checkpoints import BestModel, read_training_state
 from ebmm_rl.sb3.algorithms import EBMMPPO
 
 EXACT = [
@@ -263,6 +263,24 @@ def test_sigterm_during_an_evaluation_saves_exits_143_and_the_resume_redoes_the_
     resumed = train.main(["--resume", str(run_dir), "--no-progress", "--threads", "1"])
     assert (resumed.exit_code, resumed.num_timesteps) == (0, 128)
     assert_same_training(uninterrupted, run_dir)
+
+
+def test_a_resumed_run_keeps_a_best_model_saved_by_an_evaluation_its_checkpoint_predates(tmp_path):
+    path = tmp_path / "best_model.zip"
+    model = PPO("MlpPolicy", "CartPole-v1", n_steps=16, batch_size=16, seed=0)
+
+    def row(success: float, step: int) -> dict[str, float]:
+        return {"timesteps": step, "success_rate": success, "mean_reward": success}
+
+    first = BestModel(path, stage=1)
+    assert first.offer(model, row(0.5, 100)) and first.offer(model, row(0.9, 200))
+    saved = path.read_bytes()
+    # Resumed from the checkpoint at 150: the evaluation at 200 is dropped, its model is still the one to beat.
+    resumed = BestModel(path, [row(0.5, 100)], stage=1)
+    assert not resumed.offer(model, row(0.7, 250)) and path.read_bytes() == saved
+    assert resumed.offer(model, row(0.95, 300))
+    # A later stage's evaluations are of another task: the record of stage 1 does not count there.
+    assert BestModel(path, stage=2).offer(model, row(0.1, 400))
 
 
 def test_a_resume_with_no_readable_checkpoint_names_them_and_changes_nothing(uninterrupted, tmp_path, capsys):

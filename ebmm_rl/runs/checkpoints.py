@@ -20,6 +20,7 @@ random generators of the captured start over the ones it has just drawn.
 from __future__ import annotations
 
 import copy
+import json
 import pickle
 import random
 import re
@@ -37,7 +38,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper, VecMonitor, VecNormalize
 
-from ebmm_rl.runs.atomic import write_atomically
+from ebmm_rl.runs.atomic import write_atomically, write_text_atomically
 from ebmm_rl.sb3.callbacks import next_multiple
 from ebmm_rl.sb3.window import VecEpisodicWindow
 
@@ -443,15 +444,26 @@ class BestModel:
     evaluation beats the best so far: a higher success rate, or the same (or none, on an env without success) and a
     higher mean return.
 
+    Beside the model, ``<stem>.json`` records the evaluation that made it and its stage. A resumed run drops the
+    evaluations made after its checkpoint, but the model one of them saved stays the one to beat, so resuming never
+    replaces a better model with a worse one.
+
     :param path: the model file.
     :param rows: evaluations already made (a resumed run's, of its stage), whose best is the one to beat.
+    :param stage: the curriculum stage (1-based) the evaluations are of.
     """
 
-    def __init__(self, path: str | Path, rows: Iterable[dict[str, float]] = ()) -> None:
+    def __init__(self, path: str | Path, rows: Iterable[dict[str, float]] = (), stage: int = 1) -> None:
         self.path = Path(path)
+        self.record_path = self.path.with_suffix(".json")
+        self.stage = stage
         self.best: tuple[float, float] | None = None
         for row in rows:
             self._beats(row)
+        if self.path.is_file() and self.record_path.is_file():
+            record = json.loads(self.record_path.read_text())
+            if record.get("stage") == stage:
+                self._beats(record["evaluation"])
 
     def _beats(self, row: dict[str, float]) -> bool:
         success = row["success_rate"]
@@ -469,8 +481,16 @@ class BestModel:
         if not self._beats(row):
             return False
         save_atomically(model, self.path)
+        # After the model: a run killed between the two writes leaves a record of the model before, which the next
+        # evaluations must beat anyway.
+        record = {"stage": self.stage, "evaluation": {key: float(value) for key, value in row.items()}}
+        write_text_atomically(self.record_path, json.dumps(record, indent=1))
         return True
 
-    def reset(self) -> None:
-        """Forget the best (a new curriculum stage: its evaluations are on another task); the file stays until beaten."""
+    def reset(self, stage: int) -> None:
+        """Forget the best (a new curriculum stage: its evaluations are on another task); the file stays until beaten.
+
+        :param stage: the new stage (1-based).
+        """
         self.best = None
+        self.stage = stage

@@ -12,7 +12,8 @@ A run directory ``<run-dir>/<env>__<agent>__<seed>__<time>/`` holds
   at the first rollout start after every ``checkpoint_freq`` steps, when the run is stopped (SIGINT or SIGTERM) and
   at the end;
 - ``best_model.zip``: the model of the best evaluation (success rate, then mean return) of the stage reached, written
-  atomically when an evaluation beats it (SB3's ``EvalCallback`` convention);
+  atomically when an evaluation beats it (SB3's ``EvalCallback`` convention), and ``best_model.json``, that evaluation
+  and its stage (so a resumed run keeps the model even when it drops the evaluation);
 - ``final_model.zip``: the trained model.
 
 A config with a ``curriculum`` trains the one model through its stages in this one directory
@@ -593,7 +594,8 @@ def train_run(
     def fps() -> float:
         return (model.num_timesteps - start_steps) / max(time.perf_counter() - start_time, 1e-9)
 
-    best = BestModel(run_dir / BEST_MODEL, _stage_rows(run_dir, prepared.position, model.num_timesteps))
+    rows = _stage_rows(run_dir, prepared.position, model.num_timesteps)
+    best = BestModel(run_dir / BEST_MODEL, rows, stage=prepared.position.index + 1)
     with stop_on_signals() as stop:
         checkpoints = CheckpointCallback(
             settings["checkpoint_freq"], run_dir / CHECKPOINT_DIR, prepared.resume_state, prepared.position.as_dict
@@ -685,7 +687,7 @@ def train_run(
                 # The next learn() keeps this logger (SB3 makes a new one otherwise), with the last update's values.
                 model.set_logger(model.logger)
                 prepared.advance()
-                best.reset()
+                best.reset(stage=prepared.position.index + 1)
                 print(f"Advancing at {model.num_timesteps:,} steps to {prepared.describe_stage()}", flush=True)
         except KeyboardInterrupt:  # a second signal: keep what is on disk
             found = list_checkpoints(run_dir / CHECKPOINT_DIR)
