@@ -12,9 +12,13 @@ At the end it writes ``<study>_best.yml`` (the best trial's config as a section 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import multiprocessing
+import os
+import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +28,7 @@ from ebmm_rl import envs
 from ebmm_rl.agents import agent_names, get_agent
 from ebmm_rl.runs import arguments
 from ebmm_rl.runs.config import load_config
+from ebmm_rl.runs.interrupt import stop_on_signals
 
 PROGRAM = "python -m ebmm_rl.tune"
 INSTALL_HINT = 'Hyperparameter search needs Optuna: pip install "ebmm-rl[tune]" (or pip install optuna).'
@@ -74,12 +79,58 @@ def build_parser() -> arguments.ArgumentParser:
     return parser
 
 
-def _optimize(search: Any, config: dict[str, Any], study_args: dict[str, Any], trials: int, worker: int) -> None:
-    """One process's share of the study: ``trials`` more trials."""
+def _optimize(search: Any, config: dict[str, Any], study_args: dict[str, Any], trials: int, worker: int) -> int:
+    """One process's share of the study: ``trials`` more trials.
+
+    A signal during a trial stops its run as ``train`` stops one (saved, resumable) and ends the share; between two
+    trials it ends the share before the next.
+
+    :return: 0, or the exit code of the signal that stopped it (130 SIGINT, 143 SIGTERM).
+    """
     from ebmm_rl.runs import tuning
 
     study = tuning.load_study(**{**study_args, "seed": study_args["seed"] + worker})
-    study.optimize(tuning.objective(search, config), n_trials=trials, catch=(ValueError,))
+    with stop_on_signals() as stop:  # between trials; a trial's run handles signals itself meanwhile
+
+        def stop_between_trials(study: Any, trial: Any) -> None:
+            if stop():
+                study.stop()
+
+        try:
+            study.optimize(
+                tuning.objective(search, config), n_trials=trials, catch=(ValueError,), callbacks=[stop_between_trials]
+            )
+        except tuning.TrialStopped as stopped:
+            return stopped.exit_code
+    return stop.exit_code
+
+
+def _worker(*args: Any) -> None:
+    """A worker process's main: its share of the study, exiting with :func:`_optimize`'s code."""
+    sys.exit(_optimize(*args))
+
+
+@contextlib.contextmanager
+def _forward_sigterm(workers: list[Any]) -> Iterator[list[signal.Signals]]:
+    """While the workers run, pass SIGTERM on to them (``kill`` reaches only the process it names; Ctrl-C's SIGINT
+    already reaches every process of the terminal's group). Yields the signals received."""
+    received: list[signal.Signals] = []
+
+    def handle(number: int, frame: object) -> None:
+        received.append(signal.Signals(number))
+        if number == signal.SIGTERM:
+            for process in workers:
+                if process.pid is not None:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(process.pid, number)
+        print(f"\n{received[-1].name}: stopping the running trials (each run saves its state)", file=sys.stderr)
+
+    previous = {number: signal.signal(number, handle) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 def _write_trials(study: Any, path: Path) -> None:
@@ -146,22 +197,32 @@ def main(argv: list[str] | None = None) -> Any:
     )
     shares = [remaining // args.workers + (worker < remaining % args.workers) for worker in range(args.workers)]
     if args.workers == 1:
-        _optimize(search, config, study_args, remaining, worker=0)
+        exit_code = _optimize(search, config, study_args, remaining, worker=0)
     else:
         # spawn: each worker starts clean (no inherited torch threads or open database connections).
         context = multiprocessing.get_context("spawn")
         workers = [
-            context.Process(target=_optimize, args=(search, config, study_args, share, worker))
+            context.Process(target=_worker, args=(search, config, study_args, share, worker))
             for worker, share in enumerate(shares)
             if share > 0
         ]
-        for process in workers:
-            process.start()
-        for process in workers:
-            process.join()
+        with _forward_sigterm(workers) as received:
+            for process in workers:
+                process.start()
+            for process in workers:
+                process.join()
+        codes = [process.exitcode for process in workers if process.exitcode]
+        exit_code = 128 + int(received[0]) if received else max(codes, default=0)
     study = tuning.load_study(**study_args)
     _write_trials(study, run_dir / f"{name}_trials.csv")
     print(f"{tuning.finished_trials(study)} finished trials; table in {run_dir / f'{name}_trials.csv'}")
+    if exit_code:
+        print(
+            f"Stopped (exit code {exit_code}): a trial stopped mid-run is marked failed and does not count; the study is "
+            f"kept in {storage}, and the same command continues it.",
+            file=sys.stderr,
+        )
+        raise SystemExit(exit_code)
     try:
         best = tuning.best_trial(study, args.min_fps)
     except ValueError as error:

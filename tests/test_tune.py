@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -13,7 +19,9 @@ from ebmm_rl import train, tune  # noqa: E402
 from ebmm_rl.runs import tuning  # noqa: E402
 from ebmm_rl.agents import get_agent  # noqa: E402
 from ebmm_rl.runs.config import load_config  # noqa: E402
+from ebmm_rl.runs.checkpoints import read_training_state  # noqa: E402
 from ebmm_rl.runs.training import prepare_run, start_run  # noqa: E402
+from test_resume import child_pids  # noqa: E402
 
 
 def config_of(agent: str, env: str, n_envs: int) -> dict:
@@ -118,3 +126,31 @@ def test_every_sample_builds_a_model(agent, tmp_path):
         spec = start_run(options, "test", overrides=overrides, n_envs=2)
         assert spec.config["batch_size"] <= spec.config["n_steps"] * 2
         prepare_run(spec).close()  # builds the envs and the model: the sampled sizes fit together
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads worker processes from /proc")
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigterm_stops_the_study_resumably_and_leaves_no_worker(workers, tmp_path):
+    command = [sys.executable, "-m", "ebmm_rl.tune", *TINY, "--timesteps", "1000000", "--n-evaluations", "1000"]
+    command += ["--trials", "4", "--workers", str(workers), "--run-dir", str(tmp_path)]
+    study = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        deadline = time.monotonic() + 120
+        while len(list(tmp_path.glob("trials/*/config.yml"))) < workers and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(3)  # the trials' runs are training
+        children = child_pids(study.pid)
+        study.send_signal(signal.SIGTERM)
+        _, stderr = study.communicate(timeout=120)
+    finally:
+        study.kill()
+    assert study.returncode == 143, stderr
+    assert "the same command continues it" in stderr and "Traceback" not in stderr
+    runs = list(tmp_path.glob("trials/*/checkpoints"))
+    assert len(runs) == workers  # no trial started after the signal
+    for checkpoints in runs:  # each stopped run saved its state, as train does
+        assert read_training_state(max(checkpoints.glob("*.zip"))).num_timesteps > 0
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{pid}").exists() for pid in children) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(Path(f"/proc/{pid}").exists() for pid in children), "a worker outlived the study"

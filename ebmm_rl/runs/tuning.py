@@ -14,6 +14,7 @@ in an Optuna storage: SQLite by default, or any RDB URL, so several processes or
 from __future__ import annotations
 
 import json
+import logging
 import math
 import shlex
 import time
@@ -91,6 +92,29 @@ def sample_overrides(trial: optuna.Trial, agent: str, config: dict[str, Any]) ->
             # The encoder's features are the patterns (no pattern layer): the pattern size sampled is their size.
             overrides["policy_kwargs.features_extractor_kwargs.encoder_kwargs.features_dim"] = memory["pattern_dim"]
     return overrides
+
+
+class TrialStopped(Exception):
+    """A signal stopped a trial's run (saved and resumable like any run); Optuna marks the trial failed.
+
+    :param exit_code: the run's exit code (130 after SIGINT, 143 after SIGTERM).
+    """
+
+    def __init__(self, exit_code: int):
+        super().__init__(f"stopped by a signal (exit code {exit_code})")
+        self.exit_code = exit_code
+
+
+class _QuietStop(logging.Filter):
+    """Optuna logs a failed trial with its traceback; a trial a signal stopped gets the one line, not the traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], TrialStopped):
+            record.exc_info = None
+        return True
+
+
+logging.getLogger("optuna.study._optimize").addFilter(_QuietStop())
 
 
 class TrialReporter:
@@ -221,7 +245,7 @@ def objective(search: Search, config: dict[str, Any]) -> Callable[[optuna.Trial]
             trial.set_user_attr("cpu_fps", steps / cpu_seconds)
             trial.set_user_attr("config", spec.config)
             if result.interrupted:
-                raise KeyboardInterrupt
+                raise TrialStopped(result.exit_code)
             if reporter.pruned:
                 bound_cost(trial, search.min_fps, steps / cpu_seconds)
                 raise optuna.TrialPruned(f"pruned after {reporter.evaluations} evaluations")
