@@ -79,14 +79,17 @@ def build_parser() -> arguments.ArgumentParser:
     return parser
 
 
-def _optimize(search: Any, config: dict[str, Any], study_args: dict[str, Any], trials: int, worker: int) -> int:
-    """One process's share of the study: ``trials`` more trials.
+def _optimize(search: Any, config: dict[str, Any], study_args: dict[str, Any], trials: int, worker: int, target: int) -> int:
+    """One process's share of the study: ``trials`` more trials, fewer once the study holds ``target`` finished ones
+    (other processes, here or on other machines, may be working on it too).
 
     A signal during a trial stops its run as ``train`` stops one (saved, resumable) and ends the share; between two
     trials it ends the share before the next.
 
     :return: 0, or the exit code of the signal that stopped it (130 SIGINT, 143 SIGTERM).
     """
+    import optuna
+
     from ebmm_rl.runs import tuning
 
     study = tuning.load_study(**{**study_args, "seed": study_args["seed"] + worker})
@@ -96,9 +99,13 @@ def _optimize(search: Any, config: dict[str, Any], study_args: dict[str, Any], t
             if stop():
                 study.stop()
 
+        enough = optuna.study.MaxTrialsCallback(target, states=tuning.FINISHED_STATES)
         try:
             study.optimize(
-                tuning.objective(search, config), n_trials=trials, catch=(ValueError,), callbacks=[stop_between_trials]
+                tuning.objective(search, config),
+                n_trials=trials,
+                catch=(ValueError,),
+                callbacks=[stop_between_trials, enough],
             )
         except tuning.TrialStopped as stopped:
             return stopped.exit_code
@@ -197,12 +204,12 @@ def main(argv: list[str] | None = None) -> Any:
     )
     shares = [remaining // args.workers + (worker < remaining % args.workers) for worker in range(args.workers)]
     if args.workers == 1:
-        exit_code = _optimize(search, config, study_args, remaining, worker=0)
+        exit_code = _optimize(search, config, study_args, remaining, 0, args.trials)
     else:
         # spawn: each worker starts clean (no inherited torch threads or open database connections).
         context = multiprocessing.get_context("spawn")
         workers = [
-            context.Process(target=_worker, args=(search, config, study_args, share, worker))
+            context.Process(target=_worker, args=(search, config, study_args, share, worker, args.trials))
             for worker, share in enumerate(shares)
             if share > 0
         ]

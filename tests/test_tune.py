@@ -154,3 +154,16 @@ def test_sigterm_stops_the_study_resumably_and_leaves_no_worker(workers, tmp_pat
     while any(Path(f"/proc/{pid}").exists() for pid in children) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not any(Path(f"/proc/{pid}").exists() for pid in children), "a worker outlived the study"
+
+
+def test_a_process_joining_a_study_stops_once_the_study_holds_its_trials(tmp_path):
+    study_args = dict(
+        name="joined", storage=f"sqlite:///{tmp_path}/joined.db", seed=0, n_startup_trials=1, n_warmup_evaluations=1
+    )
+    study = tuning.load_study(**study_args)
+    study.add_trial(optuna.trial.create_trial(value=0.5))  # another process's finished trial
+    search = tuning.Search("ppo", "EBMM-MemoryShort-v0", 64, 1, 1, 0, "success_rate", str(tmp_path), n_envs=2)
+    search = tuning.Search(**{**search.__dict__, "overrides": ("n_epochs=1",)})
+    config = config_of("ppo", "EBMM-MemoryShort-v0", n_envs=2)
+    assert tune._optimize(search, config, study_args, trials=3, worker=0, target=2) == 0
+    assert tuning.finished_trials(tuning.load_study(**study_args)) == 2  # one more, not three

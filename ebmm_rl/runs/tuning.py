@@ -297,10 +297,13 @@ def load_study(
     )
 
 
+FINISHED_STATES = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+"""The trials that count towards a study's size (a failed or running one does not)."""
+
+
 def finished_trials(study: optuna.Study) -> int:
-    """Trials that completed or were pruned (a failed or running trial does not count towards a study's size)."""
-    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    return len(study.get_trials(deepcopy=False, states=states))
+    """Trials that completed or were pruned (:data:`FINISHED_STATES`)."""
+    return len(study.get_trials(deepcopy=False, states=FINISHED_STATES))
 
 
 def best_trial(study: optuna.Study, min_fps: float | None = None) -> optuna.trial.FrozenTrial:
