@@ -19,16 +19,15 @@ the env benchmarked, at the run's step counts; a run that never reached it count
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
 import multiprocessing
 import os
 import shlex
-import signal
 import sys
+import signal
 import traceback
-from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +39,7 @@ from ebmm_rl import envs
 from ebmm_rl.agents import agent_names
 from ebmm_rl.runs import arguments
 from ebmm_rl.runs.directory import EVALUATIONS_FILE
+from ebmm_rl.runs.interrupt import forward_stop_signals
 from ebmm_rl.runs.training import TRAIN_PROGRAM, prepare_run, start_run, train_run
 
 PROGRAM = "python -m ebmm_rl.benchmark"
@@ -112,39 +112,27 @@ def _train_in_worker(
     return {"run_dir": str(result.run_dir), "fps": result.fps, "interrupted": result.interrupted, "stages": stages}
 
 
-@contextlib.contextmanager
 def stop_workers_on_signals(
     pool: ProcessPoolExecutor, futures: dict[Future, Any], stopping: Any
-) -> Iterator[list[signal.Signals]]:
+) -> AbstractContextManager[list[signal.Signals]]:
     """On SIGTERM or SIGINT, cancel the runs not yet started and stop the running ones the way ``train`` stops
-    (each saves its state and can be resumed), rather than leave the workers training on without the benchmark.
-
-    SIGTERM is forwarded to each worker: ``kill`` reaches only the process it names. SIGINT is not: Ctrl-C already
-    reaches every process of the terminal's foreground group, and a second signal would stop a run at once.
+    (each saves its state and can be resumed), rather than leave the workers training on without the benchmark
+    (:func:`~ebmm_rl.runs.interrupt.forward_stop_signals`).
 
     :param stopping: the workers' event (:func:`_init_worker`): set, a worker starts no other run.
-    :return: (yields) the signals received, empty when none.
+    :return: the context manager, yielding the signals received.
     """
-    received: list[signal.Signals] = []
 
-    def handle(number: int, frame: object) -> None:
-        received.append(signal.Signals(number))
+    def cancel_the_rest() -> None:
         stopping.set()
         for future in futures:
             future.cancel()
-        if number == signal.SIGTERM:
-            for process in list(pool._processes.values()):  # the executor keeps no public list of its workers
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(process.pid, number)
-        message = f"{received[-1].name}: stopping the running runs (each saves its state); the rest are cancelled"
-        print(f"\n{message}", file=sys.stderr, flush=True)
 
-    previous = {number: signal.signal(number, handle) for number in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield received
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
+    return forward_stop_signals(
+        lambda: [process.pid for process in list(pool._processes.values())],  # the executor keeps no public list
+        "stopping the running runs (each saves its state); the rest are cancelled",
+        cancel_the_rest,
+    )
 
 
 def read_evaluations(run_dir: str | Path) -> list[dict[str, float]]:

@@ -12,13 +12,9 @@ At the end it writes ``<study>_best.yml`` (the best trial's config as a section 
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import multiprocessing
-import os
-import signal
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +24,7 @@ from ebmm_rl import envs
 from ebmm_rl.agents import agent_names, get_agent
 from ebmm_rl.runs import arguments
 from ebmm_rl.runs.config import load_config
-from ebmm_rl.runs.interrupt import stop_on_signals
+from ebmm_rl.runs.interrupt import forward_stop_signals, stop_on_signals
 
 PROGRAM = "python -m ebmm_rl.tune"
 INSTALL_HINT = 'Hyperparameter search needs Optuna: pip install "ebmm-rl[tune]" (or pip install optuna).'
@@ -117,29 +113,6 @@ def _worker(*args: Any) -> None:
     sys.exit(_optimize(*args))
 
 
-@contextlib.contextmanager
-def _forward_sigterm(workers: list[Any]) -> Iterator[list[signal.Signals]]:
-    """While the workers run, pass SIGTERM on to them (``kill`` reaches only the process it names; Ctrl-C's SIGINT
-    already reaches every process of the terminal's group). Yields the signals received."""
-    received: list[signal.Signals] = []
-
-    def handle(number: int, frame: object) -> None:
-        received.append(signal.Signals(number))
-        if number == signal.SIGTERM:
-            for process in workers:
-                if process.pid is not None:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(process.pid, number)
-        print(f"\n{received[-1].name}: stopping the running trials (each run saves its state)", file=sys.stderr)
-
-    previous = {number: signal.signal(number, handle) for number in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield received
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
-
-
 def _write_trials(study: Any, path: Path) -> None:
     params = sorted({name for trial in study.trials for name in trial.params})
     with open(path, "w", newline="") as file:
@@ -213,7 +186,9 @@ def main(argv: list[str] | None = None) -> Any:
             for worker, share in enumerate(shares)
             if share > 0
         ]
-        with _forward_sigterm(workers) as received:
+        with forward_stop_signals(
+            lambda: [process.pid for process in workers], "stopping the running trials (each run saves its state)"
+        ) as received:
             for process in workers:
                 process.start()
             for process in workers:

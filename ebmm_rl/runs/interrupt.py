@@ -8,10 +8,11 @@ it at once, keeping only the checkpoints already written.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from stable_baselines3.common.callbacks import BaseCallback
 
@@ -57,6 +58,38 @@ def stop_on_signals() -> Iterator[StopRequest]:
     previous = {number: signal.signal(number, handle) for number in STOP_SIGNALS}
     try:
         yield request
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+@contextlib.contextmanager
+def forward_stop_signals(
+    worker_pids: Callable[[], Iterable[int | None]], message: str, on_signal: Callable[[], None] = lambda: None
+) -> Iterator[list[signal.Signals]]:
+    """In a process whose workers train runs: on SIGINT or SIGTERM, call ``on_signal`` (e.g. start no other run), pass
+    SIGTERM on to each worker and print ``<SIGNAL>: <message>``. SIGTERM must be forwarded, as ``kill`` reaches only the
+    process it names; SIGINT is not, as Ctrl-C already reaches every process of the terminal's foreground group and a
+    second signal would stop a run at once.
+
+    :param worker_pids: the workers' process ids when a signal arrives (``None``: not started).
+    :return: (yields) the signals received, empty when none.
+    """
+    received: list[signal.Signals] = []
+
+    def handle(number: int, frame: object) -> None:
+        received.append(signal.Signals(number))
+        on_signal()
+        if number == signal.SIGTERM:
+            for pid in worker_pids():
+                if pid is not None:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, number)
+        print(f"\n{received[-1].name}: {message}", file=sys.stderr, flush=True)
+
+    previous = {number: signal.signal(number, handle) for number in STOP_SIGNALS}
+    try:
+        yield received
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)

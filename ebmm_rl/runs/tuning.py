@@ -247,9 +247,10 @@ def objective(search: Search, config: dict[str, Any]) -> Callable[[optuna.Trial]
             if result.interrupted:
                 raise TrialStopped(result.exit_code)
             if reporter.pruned:
-                bound_cost(trial, search.min_fps, steps / cpu_seconds)
-                raise optuna.TrialPruned(f"pruned after {reporter.evaluations} evaluations")
+                break
         bound_cost(trial, search.min_fps, steps / cpu_seconds)
+        if reporter.pruned:
+            raise optuna.TrialPruned(f"pruned after {reporter.evaluations} evaluations")
         value = reporter.learning_curve_area()
         if not math.isfinite(value):
             raise optuna.TrialPruned("a run made no evaluation")
@@ -272,13 +273,7 @@ def storage_for(url: str) -> optuna.storages.BaseStorage:
     return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
 
 
-def load_study(
-    name: str,
-    storage: str,
-    seed: int,
-    n_startup_trials: int,
-    n_warmup_evaluations: int,
-) -> optuna.Study:
+def load_study(name: str, storage: str, seed: int, n_startup_trials: int, n_warmup_evaluations: int) -> optuna.Study:
     """Create the study, or join it if it exists: TPE sampling, median pruning (rl-zoo3's defaults).
 
     :param name: the study's name in the storage.
