@@ -39,7 +39,7 @@ from ebmm_rl import envs
 from ebmm_rl.agents import agent_names
 from ebmm_rl.runs import arguments
 from ebmm_rl.runs.directory import EVALUATIONS_FILE
-from ebmm_rl.runs.interrupt import forward_stop_signals
+from ebmm_rl.runs.interrupt import forward_stop_signals, stop_with_parent
 from ebmm_rl.runs.training import TRAIN_PROGRAM, prepare_run, start_run, train_run
 
 PROGRAM = "python -m ebmm_rl.benchmark"
@@ -80,11 +80,14 @@ class BenchmarkResult:
 
 _STOPPING: Any = None
 """In a worker: the benchmark's event, set once it is asked to stop."""
+_PARENT_PID: int | None = None
+"""In a worker: the benchmark's process id."""
 
 
-def _init_worker(stopping: Any) -> None:
-    global _STOPPING
-    _STOPPING = stopping
+def _init_worker(stopping: Any, parent_pid: int) -> None:
+    global _STOPPING, _PARENT_PID
+    _STOPPING, _PARENT_PID = stopping, parent_pid
+    stop_with_parent(parent_pid)
 
 
 def _train_in_worker(
@@ -108,6 +111,10 @@ def _train_in_worker(
     spec = start_run(options, command, config_file, overrides, timesteps, n_envs)
     prepared = prepare_run(spec, threads=threads)
     result = train_run(prepared, progress_bar=False)
+    if os.getppid() != _PARENT_PID:
+        # The benchmark ended, and its end stopped the run (stop_with_parent): no one reads the result or sends another
+        # run, and waiting on the executor's queue would keep this process alive.
+        os._exit(128 + signal.SIGTERM)
     stages = len(prepared.stages)
     return {"run_dir": str(result.run_dir), "fps": result.fps, "interrupted": result.interrupted, "stages": stages}
 
@@ -350,7 +357,7 @@ def main(argv: list[str] | None = None) -> BenchmarkResult:
     interrupted: list[str] = []
     context = multiprocessing.get_context("spawn")
     stopping = context.Event()
-    with ProcessPoolExecutor(workers, context, initializer=_init_worker, initargs=(stopping,)) as pool:
+    with ProcessPoolExecutor(workers, context, initializer=_init_worker, initargs=(stopping, os.getpid())) as pool:
         futures = {}
         for agent, env_id, seed in jobs:
             options = {"agent": agent, "env": env_id, "seed": seed, **common}

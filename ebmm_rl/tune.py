@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import multiprocessing
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from ebmm_rl import envs
 from ebmm_rl.agents import agent_names, get_agent
 from ebmm_rl.runs import arguments
 from ebmm_rl.runs.config import load_config
-from ebmm_rl.runs.interrupt import forward_stop_signals, stop_on_signals
+from ebmm_rl.runs.interrupt import forward_stop_signals, stop_on_signals, stop_with_parent
 
 PROGRAM = "python -m ebmm_rl.tune"
 INSTALL_HINT = 'Hyperparameter search needs Optuna: pip install "ebmm-rl[tune]" (or pip install optuna).'
@@ -108,8 +109,10 @@ def _optimize(search: Any, config: dict[str, Any], study_args: dict[str, Any], t
     return stop.exit_code
 
 
-def _worker(*args: Any) -> None:
-    """A worker process's main: its share of the study, exiting with :func:`_optimize`'s code."""
+def _worker(parent_pid: int, *args: Any) -> None:
+    """A worker process's main: its share of the study, exiting with :func:`_optimize`'s code; it stops as on SIGTERM
+    if the tuner's process ends (:func:`~ebmm_rl.runs.interrupt.stop_with_parent`)."""
+    stop_with_parent(parent_pid)
     sys.exit(_optimize(*args))
 
 
@@ -182,7 +185,7 @@ def main(argv: list[str] | None = None) -> Any:
         # spawn: each worker starts clean (no inherited torch threads or open database connections).
         context = multiprocessing.get_context("spawn")
         workers = [
-            context.Process(target=_worker, args=(search, config, study_args, share, worker, args.trials))
+            context.Process(target=_worker, args=(os.getpid(), search, config, study_args, share, worker, args.trials))
             for worker, share in enumerate(shares)
             if share > 0
         ]

@@ -153,6 +153,9 @@ def test_distinct_rows_are_exact(dtype):
     assert torch.equal(symbols[first][row], symbols)
     assert first.shape[0] == torch.unique(symbols, dim=0).shape[0]
     assert torch.equal(row[first], torch.arange(first.shape[0]))  # first occurrences are their own rows
+    # The same matrix given as column blocks of mixed dtypes (an observation's keys) groups the same way.
+    blocks_first, blocks_row = distinct_rows(symbols[:, :5], symbols[:, 5:].double())
+    assert torch.equal(symbols[blocks_first][blocks_row], symbols) and blocks_first.shape == first.shape
 
 
 def test_distinct_rows_that_share_a_hash_stay_apart():
@@ -162,6 +165,8 @@ def test_distinct_rows_that_share_a_hash_stay_apart():
     assert torch.equal(colliding[0] @ weights, colliding[1] @ weights)
     rows = colliding[[0, 1, 1, 0]]
     first, row = distinct_rows(rows)
+    assert torch.equal(rows[first][row], rows) and sorted(first.tolist()) == [0, 1]
+    first, row = distinct_rows(rows[:, :2], rows[:, 2:])  # as column blocks: the same weights, the same collision
     assert torch.equal(rows[first][row], rows) and sorted(first.tolist()) == [0, 1]
 
 

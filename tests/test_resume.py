@@ -319,6 +319,50 @@ def child_pids(parent: int) -> set[int]:
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads worker processes from /proc")
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl(PR_SET_PDEATHSIG) is Linux's")
+def test_a_worker_whose_parent_already_ended_gets_sigterm_at_once():
+    # The race stop_with_parent closes: the parent ended before the worker asked to be told.
+    code = (
+        "import os, time; from ebmm_rl.runs.interrupt import stop_with_parent; "
+        "stop_with_parent(os.getppid() + 1); time.sleep(30)"
+    )
+    worker = subprocess.run([sys.executable, "-c", code], timeout=60)
+    assert worker.returncode == -signal.SIGTERM
+
+
+def test_a_killed_benchmark_leaves_no_worker_training_and_its_run_resumable(tmp_path):
+    # SIGKILL cannot be handled or forwarded: the worker itself asked to be told of its parent's end.
+    command = [
+        sys.executable, "-m", "ebmm_rl.benchmark", "--agents", "ppo", "--envs", "EBMM-MemoryShort", "--seeds", "0",
+        "--timesteps", "1000000", "--n-envs", "2", "--set", "n_steps=16", "--set", "batch_size=32",
+        "--set", "policy_kwargs.net_arch=[16]", "--eval-freq", "0", "--eval-episodes", "1", "--workers", "1",
+        "--out", str(tmp_path / "out"), "--run-dir", str(tmp_path / "runs"),
+    ]  # fmt: skip
+    benchmark = subprocess.Popen(command, stderr=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        deadline = time.monotonic() + 120
+        while not list((tmp_path / "runs").glob("*/config.yml")) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(3)  # the run is training
+        workers = child_pids(benchmark.pid)
+        assert workers, "the benchmark's worker process was not found"
+        benchmark.kill()
+        benchmark.wait(timeout=30)
+        deadline = time.monotonic() + 60
+        while any(Path(f"/proc/{pid}").exists() for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        alive = [pid for pid in workers if Path(f"/proc/{pid}").exists()]
+    finally:
+        benchmark.kill()
+    states = {pid: Path(f"/proc/{pid}/status").read_text().splitlines()[:3] for pid in alive if Path(f"/proc/{pid}").exists()}
+    for pid in alive:
+        os.kill(pid, signal.SIGKILL)
+    assert not alive, f"a worker trained on after the benchmark was killed {states}"
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    newest = max((run_dir / "checkpoints").glob("*.zip"), key=lambda path: path.stat().st_mtime)
+    assert read_training_state(newest).num_timesteps > 0  # the worker stopped as on SIGTERM: its state was saved
+
+
 def test_sigterm_to_the_benchmark_stops_its_runs_resumably_and_leaves_no_worker(tmp_path):
     command = [
         sys.executable, "-m", "ebmm_rl.benchmark", "--agents", "ppo", "--envs", "EBMM-MemoryShort", "--seeds", "0", "1",

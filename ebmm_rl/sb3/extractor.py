@@ -72,24 +72,33 @@ class SymbolicEncoder(nn.Module):
         return self.mlp(torch.cat([cells.flatten(-3), heading], dim=-1))
 
 
-def distinct_rows(rows: Tensor) -> tuple[Tensor, Tensor]:
-    """The distinct rows of a matrix, found exactly (equal values).
+def distinct_rows(*blocks: Tensor) -> tuple[Tensor, Tensor]:
+    """The distinct rows of a matrix, found exactly (equal values); the matrix may be given as column blocks.
 
-    Rows are grouped by a hash, their dot product with fixed weights (one matrix-vector product and a sort of N
-    numbers), and the grouping is then checked against the rows themselves: only if two different rows share a hash
+    Rows are grouped by a hash, their dot product with fixed weights (one matrix-vector product per block and a sort of
+    N numbers), and the grouping is then checked against the rows themselves: only if two different rows share a hash
     does it fall back to ``torch.unique(dim=0)``, whose lexicographic sort of whole rows costs some 5x more on a CPU.
     Equal rows that round to different hashes stay apart, which costs only some of the saving.
 
-    :param rows: ``[N, D]``
+    :param blocks: ``[N, D_k]`` each: the matrix's columns, block by block (its rows are never built: for an agent's
+        observation windows that copy would cost as much as the hash)
     :return: ``first`` ``[distinct]``, the position of each distinct row's first occurrence, and ``row`` ``[N]``, each
         row's distinct row (``rows[first][row]`` is ``rows``)
     """
-    n = rows.shape[0]
-    values = rows if rows.is_floating_point() else rows.double()  # integers exactly up to 2^53
-    _, row = torch.unique(values @ hash_weights(values.shape[1], values), return_inverse=True)
+    n = blocks[0].shape[0]
+    # Integers are hashed in float64, exactly up to 2^53.
+    blocks = tuple(block if block.is_floating_point() else block.double() for block in blocks)
+    dtype = functools.reduce(torch.promote_types, (block.dtype for block in blocks))
+    weights = hash_weights(sum(block.shape[1] for block in blocks), blocks[0].to(dtype))
+    hashes = sum(
+        block.to(dtype) @ block_weights
+        for block, block_weights in zip(blocks, weights.split([block.shape[1] for block in blocks]), strict=True)
+    )
+    _, row = torch.unique(hashes, return_inverse=True)
     first = _first_occurrences(row, n)
-    if not torch.equal(rows[first][row], rows):
-        _, row = torch.unique(rows, dim=0, return_inverse=True)
+    representative = first[row]  # [N]
+    if not all(torch.equal(block.index_select(0, representative), block) for block in blocks):
+        _, row = torch.unique(torch.cat(blocks, dim=1) if len(blocks) > 1 else blocks[0], dim=0, return_inverse=True)
         first = _first_occurrences(row, n)
     return first, row
 
@@ -291,7 +300,9 @@ class EBMMExtractor(BaseFeaturesExtractor):
         mask = observations[MASK_KEY] > 0.5
         slots = {}
         for key in self.current_spaces:
-            values = observations[WINDOW_PREFIX + key].flatten(0, 1) * self._window_scale[key]  # [batch * window, ...]
+            values = observations[WINDOW_PREFIX + key].flatten(0, 1)  # [batch * window, ...]
+            if self._window_scale[key] != 1.0:
+                values = values * self._window_scale[key]
             slots[key] = values.permute(0, 3, 1, 2) if self._transpose[key] else values
         return slots, mask
 
@@ -317,7 +328,7 @@ class EBMMExtractor(BaseFeaturesExtractor):
         slots, mask = self.raw_slots(observations)
         batch, window = mask.shape
         if distinct:
-            first, row = distinct_rows(torch.cat([values.reshape(len(values), -1) for values in slots.values()], dim=1))
+            first, row = distinct_rows(*(values.reshape(len(values), -1) for values in slots.values()))
             slots = {key: values[first] for key, values in slots.items()}
         else:
             row = torch.arange(batch * window, device=mask.device)
