@@ -156,6 +156,18 @@ def test_sigterm_stops_the_study_resumably_and_leaves_no_worker(workers, tmp_pat
     assert not any(Path(f"/proc/{pid}").exists() for pid in children), "a worker outlived the study"
 
 
+def test_a_process_joining_a_study_with_the_same_seed_draws_other_settings(tmp_path):
+    study_args = dict(
+        name="joined", storage=f"sqlite:///{tmp_path}/joined.db", seed=0, n_startup_trials=5, n_warmup_evaluations=1
+    )
+    first = tuning.load_study(**study_args)
+    trial = first.ask()
+    drawn = trial.suggest_float("learning_rate", 1e-5, 1e-2, log=True)
+    first.tell(trial, 0.5)
+    joined = tuning.load_study(**study_args)  # a second command with the same --seed, or the first one started again
+    assert joined.ask().suggest_float("learning_rate", 1e-5, 1e-2, log=True) != drawn
+
+
 def test_a_process_joining_a_study_stops_once_the_study_holds_its_trials(tmp_path):
     study_args = dict(
         name="joined", storage=f"sqlite:///{tmp_path}/joined.db", seed=0, n_startup_trials=1, n_warmup_evaluations=1

@@ -273,23 +273,38 @@ def storage_for(url: str) -> optuna.storages.BaseStorage:
     return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
 
 
+JOIN_SEED_STRIDE = 10_007
+"""How far apart the sampler seeds of processes that meet a study at different sizes are (more than any worker count)."""
+
+
 def load_study(name: str, storage: str, seed: int, n_startup_trials: int, n_warmup_evaluations: int) -> optuna.Study:
     """Create the study, or join it if it exists: TPE sampling, median pruning (rl-zoo3's defaults).
 
     :param name: the study's name in the storage.
     :param storage: the storage URL.
-    :param seed: the sampler's seed (each process joining the study adds its own offset).
+    :param seed: the sampler's seed (each worker process of one command adds its own offset). A process that finds
+        trials in the study (another command's, or this command's before it was stopped and started again) seeds its
+        sampler with ``seed + JOIN_SEED_STRIDE * trials``: with the same seed it would draw the settings the study
+        began with again.
     :param n_startup_trials: trials sampled at random and never pruned before TPE and the pruner start.
     :param n_warmup_evaluations: evaluations of a trial before it can be pruned.
     """
-    return optuna.create_study(
+
+    def sampler(sampler_seed: int) -> optuna.samplers.BaseSampler:
+        return optuna.samplers.TPESampler(n_startup_trials=n_startup_trials, seed=sampler_seed)
+
+    study = optuna.create_study(
         study_name=name,
         storage=storage_for(storage),
-        sampler=optuna.samplers.TPESampler(n_startup_trials=n_startup_trials, seed=seed),
+        sampler=sampler(seed),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=n_startup_trials, n_warmup_steps=n_warmup_evaluations),
         direction="maximize",
         load_if_exists=True,
     )
+    trials = len(study.get_trials(deepcopy=False))
+    if trials:
+        study.sampler = sampler(seed + JOIN_SEED_STRIDE * trials)
+    return study
 
 
 FINISHED_STATES = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
