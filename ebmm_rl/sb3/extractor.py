@@ -89,7 +89,7 @@ def distinct_rows(*blocks: Tensor) -> tuple[Tensor, Tensor]:
     # Integers are hashed in float64, exactly up to 2^53.
     blocks = tuple(block if block.is_floating_point() else block.double() for block in blocks)
     dtype = functools.reduce(torch.promote_types, (block.dtype for block in blocks))
-    weights = hash_weights(sum(block.shape[1] for block in blocks), blocks[0].to(dtype))
+    weights = hash_weights(sum(block.shape[1] for block in blocks), blocks[0].new_empty(0, dtype=dtype))
     hashes = sum(
         block.to(dtype) @ block_weights
         for block, block_weights in zip(blocks, weights.split([block.shape[1] for block in blocks]), strict=True)
