@@ -24,8 +24,8 @@ import json
 import multiprocessing
 import os
 import shlex
-import sys
 import signal
+import sys
 import traceback
 from contextlib import AbstractContextManager
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed

@@ -37,6 +37,17 @@ class StopRequest:
 
 
 @contextlib.contextmanager
+def _handling_stop_signals(handle: Callable[[int, object], None]) -> Iterator[None]:
+    """``handle`` SIGINT and SIGTERM in the ``with`` block, then restore the handlers that were there."""
+    previous = {number: signal.signal(number, handle) for number in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+@contextlib.contextmanager
 def stop_on_signals() -> Iterator[StopRequest]:
     """Handle SIGINT and SIGTERM in the ``with`` block: the first sets the :class:`StopRequest` it yields, a second
     raises ``KeyboardInterrupt``. Outside the main thread, where Python cannot handle signals, nothing is installed."""
@@ -56,12 +67,8 @@ def stop_on_signals() -> Iterator[StopRequest]:
             flush=True,
         )
 
-    previous = {number: signal.signal(number, handle) for number in STOP_SIGNALS}
-    try:
+    with _handling_stop_signals(handle):
         yield request
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
 
 
 @contextlib.contextmanager
@@ -88,12 +95,8 @@ def forward_stop_signals(
                         os.kill(pid, number)
         print(f"\n{received[-1].name}: {message}", file=sys.stderr, flush=True)
 
-    previous = {number: signal.signal(number, handle) for number in STOP_SIGNALS}
-    try:
+    with _handling_stop_signals(handle):
         yield received
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
 
 
 PR_SET_PDEATHSIG = 1

@@ -98,7 +98,7 @@ def distinct_rows(*blocks: Tensor) -> tuple[Tensor, Tensor]:
     first = _first_occurrences(row, n)
     representative = first[row]  # [N]
     if not all(torch.equal(block.index_select(0, representative), block) for block in blocks):
-        _, row = torch.unique(torch.cat(blocks, dim=1) if len(blocks) > 1 else blocks[0], dim=0, return_inverse=True)
+        _, row = torch.unique(torch.cat(blocks, dim=1), dim=0, return_inverse=True)
         first = _first_occurrences(row, n)
     return first, row
 
