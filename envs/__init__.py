@@ -7,7 +7,13 @@ MiniGrid Memory tasks; :mod:`ebmm_rl.envs.control`, classic control without velo
 """
 
 from ebmm_rl.envs.control import MaskVelocity, register_control_envs
-from ebmm_rl.envs.memory import DEFAULT_ENV_ID, ENV_ALIASES, CueStartMemoryEnv, register_memory_envs
+from ebmm_rl.envs.memory import (
+    DEFAULT_ENV_ID,
+    ENV_ALIASES,
+    CueStartMemoryEnv,
+    NearStartMemoryEnv,
+    register_memory_envs,
+)
 from ebmm_rl.envs.wrappers import (
     CueOracle,
     DropMission,
@@ -26,6 +32,7 @@ __all__ = [
     "CueStartMemoryEnv",
     "DropMission",
     "MaskVelocity",
+    "NearStartMemoryEnv",
     "NovelPoses",
     "SymbolicImage",
     "ThreeActions",

@@ -12,6 +12,8 @@ Two layouts are used:
 - minigrid's :class:`~minigrid.envs.MemoryEnv` (square ``size x size`` grid; the agent starts facing east at a
   random cell of the row ``height // 2`` between the start room and the junction, so the cue is usually behind it and
   it has to turn around to see it);
+- :class:`NearStartMemoryEnv` (this module): MemoryEnv whose agent starts at most ``max_start_distance`` cells east of
+  the cue's column, for a start-state curriculum;
 - :class:`CueStartMemoryEnv` (this module): a ``(corridor_length + 7) x 7`` grid where the agent starts in the start
   room facing the cue, so the cue is in view in the first observation and the delay between cue and choice is set by
   ``corridor_length``.
@@ -69,6 +71,9 @@ is truncated after ``max_steps`` steps.
   the agent starts anywhere in the hallway facing east, away from the cue, and must learn to turn back and look
   first, which PPO told the cue (:class:`ebmm_rl.envs.wrappers.CueOracle`) did not learn: it went straight to the junction
   (0.42-0.62 success in every evaluation up to 1.5M steps, also with ten times the entropy bonus).
+- ``EBMM-MemoryS13Near-v0``: ``MiniGrid-Memory-v0`` whose agent starts in the start room
+  (:class:`NearStartMemoryEnv` with ``max_start_distance=2``): one turn, or none, shows the cue. Widen the start with
+  ``gymnasium.make("EBMM-MemoryS13Near-v0", max_start_distance=5)``; 9 is ``MiniGrid-Memory-v0``'s whole hallway.
 - ``EBMM-MemoryLong-v0``: :class:`CueStartMemoryEnv` with ``corridor_length=200`` and a 3x3 view: at least 204 steps
   between seeing the cue and reaching the junction. Set the delay with ``gymnasium.make("EBMM-MemoryLong-v0",
   corridor_length=...)``. Reward comes only at the junction, so random exploration of the hallway rarely gets there.
@@ -110,6 +115,7 @@ CUE_START_HEIGHT = 7
 
 MEMORY_ENTRY_POINT = "minigrid.envs:MemoryEnv"
 CUE_START_ENTRY_POINT = "ebmm_rl.envs.memory:CueStartMemoryEnv"
+NEAR_START_ENTRY_POINT = "ebmm_rl.envs.memory:NearStartMemoryEnv"
 
 # id -> (entry point, keyword arguments). The MiniGrid family entries that minigrid already registers are skipped at
 # registration time, so their definitions stay minigrid's.
@@ -127,6 +133,7 @@ MEMORY_ENV_SPECS: dict[str, tuple[str, dict[str, Any]]] = {
         {"corridor_length": 0, "agent_view_size": 3, "fixed_layout": True, "max_steps": 56},
     ),
     "EBMM-MemoryS13TMaze-v0": (CUE_START_ENTRY_POINT, {"corridor_length": 6, "fixed_layout": True, "max_steps": 845}),
+    "EBMM-MemoryS13Near-v0": (NEAR_START_ENTRY_POINT, {"size": 13, "max_start_distance": 2}),
     "EBMM-MemoryLong-v0": (CUE_START_ENTRY_POINT, {"corridor_length": 200, "agent_view_size": 3}),
     "EBMM-MemoryDelay-v0": (
         CUE_START_ENTRY_POINT,
@@ -233,3 +240,41 @@ class CueStartMemoryEnv(MemoryEnv):
             self.agent_dir = 0  # east
             action = Actions.forward
         return super().step(action)
+
+
+class NearStartMemoryEnv(MemoryEnv):
+    """minigrid's MemoryEnv whose agent starts at most ``max_start_distance`` cells east of the cue's column.
+
+    MemoryEnv starts the agent facing east at a random cell of the middle row between the start room (``x = 1``) and
+    the junction, so the cue at ``(1, height // 2 - 1)`` is behind it and it must turn around to see it: the farther
+    it starts, the longer the look-back. Limiting the start to ``x = 1 .. 1 + max_start_distance`` keeps the look-back
+    short (at distance 0 the cue is in view at reset; within the start room, distance <= 2, one turn shows it), which
+    makes a start-state curriculum: widen the distance stage by stage up to MemoryEnv's whole hallway.
+
+    :param size: grid size, as MemoryEnv's.
+    :param max_start_distance: how many cells east of ``x = 1`` the agent may start (drawn uniformly, capped at the
+        hallway's end); ``None`` draws from the whole hallway, as MemoryEnv does, with the same random numbers.
+    :param random_length: as MemoryEnv's: a random hallway length per episode.
+    :param kwargs: passed to :class:`~minigrid.envs.MemoryEnv` (``max_steps``, ``agent_view_size``, ...).
+    """
+
+    def __init__(
+        self,
+        size: int = 13,
+        max_start_distance: int | None = None,
+        random_length: bool = False,
+        **kwargs: Any,
+    ):
+        if max_start_distance is not None and max_start_distance < 0:
+            raise ValueError(
+                f"max_start_distance must be >= 0 (0 starts the agent beside the cue) or None (anywhere in the "
+                f"hallway), got {max_start_distance}"
+            )
+        self.max_start_distance = max_start_distance
+        super().__init__(size=size, random_length=random_length, **kwargs)
+
+    def _gen_grid(self, width: int, height: int) -> None:
+        super()._gen_grid(width, height)
+        if self.max_start_distance is not None:
+            hallway_end = self.success_pos[0] - 1  # the junction's objects stand one cell east of the hallway's end
+            self.agent_pos = np.array((self._rand_int(1, min(1 + self.max_start_distance, hallway_end) + 1), height // 2))
