@@ -17,6 +17,7 @@ from ebmm_rl.envs import (
     CueOracle,
     CueStartMemoryEnv,
     MaskVelocity,
+    NearStartMemoryEnv,
     NovelPoses,
     make_env,
     register_envs,
@@ -123,6 +124,8 @@ def test_invalid_arguments_say_what_is_allowed():
         make_env("CartPoleNoVel-v1", oracle=True)
     with pytest.raises(ValueError, match="corridor_length must be >= 0"):
         CueStartMemoryEnv(corridor_length=-1)
+    with pytest.raises(ValueError, match="max_start_distance must be >= 0"):
+        NearStartMemoryEnv(max_start_distance=-1)
     with pytest.raises(TypeError, match="CueOracle works on MiniGrid Memory tasks"):
         CueOracle(make_env("MiniGrid-Empty-5x5-v0"))
 
@@ -272,3 +275,28 @@ def test_novel_poses_marks_the_first_visit_of_each_pose_in_an_episode(seed: int,
 def test_novel_poses_needs_a_minigrid_env():
     with pytest.raises(TypeError, match="NovelPoses needs a MiniGrid env"):
         NovelPoses(gym.make("CartPole-v1"))
+
+
+@pytest.mark.parametrize(("max_start_distance", "start_columns"), [(0, {1}), (2, {1, 2, 3}), (5, set(range(1, 7)))])
+def test_near_start_limits_the_start_to_a_distance_from_the_cue(max_start_distance: int, start_columns: set[int]):
+    env = make_env("EBMM-MemoryS13Near-v0", max_start_distance=max_start_distance)
+    seen = set()
+    for seed in range(60):
+        env.reset(seed=seed)
+        memory_env = env.unwrapped
+        seen.add(int(memory_env.agent_pos[0]))
+        assert memory_env.agent_pos[1] == memory_env.height // 2 and memory_env.agent_dir == 0
+        if memory_env.agent_pos[0] == 1:  # beside the cue, it is in view at reset
+            assert memory_env.agent_sees(*cue_position(memory_env))
+    assert seen == start_columns
+
+
+def test_near_start_without_a_distance_is_minigrid_memory():
+    near = NearStartMemoryEnv(size=13)
+    minigrid_memory = gym.make(DEFAULT_ENV_ID).unwrapped
+    for seed in range(10):
+        near_observation, _ = near.reset(seed=seed)
+        observation, _ = minigrid_memory.reset(seed=seed)
+        assert data_equivalence(near_observation, observation)
+        assert tuple(near.agent_pos) == tuple(minigrid_memory.agent_pos)
+        assert near.success_pos == minigrid_memory.success_pos
