@@ -373,17 +373,20 @@ def test_a_curriculum_advances_when_its_evaluations_hold_and_schedules_count_fro
 
 
 def test_minigrid_memory_trains_through_its_curriculum_in_one_run(tmp_path):
-    """``--env MiniGrid-Memory`` runs the config's curriculum: the S13 T-maze, then MiniGrid-Memory with the novelty
-    bonus, in one run directory; ``--set curriculum=null`` trains on MiniGrid-Memory alone."""
+    """``--env MiniGrid-Memory`` runs the config's curriculum in one run directory: the S13 T-maze, the agent starting
+    beside the cue, in the start room and up to 5 cells into the hallway (``EBMM-MemoryS13Near``), then MiniGrid-Memory,
+    every stage after the T-maze with the novelty bonus; ``--set curriculum=null`` trains on MiniGrid-Memory alone."""
     tiny_ppo_ebmm = [
-        "--env", "MiniGrid-Memory", "--agent", "ppo_ebmm", "--timesteps", "64", "--n-envs", "2", "--set", "n_steps=16",
+        "--env", "MiniGrid-Memory", "--agent", "ppo_ebmm", "--timesteps", "160", "--n-envs", "2", "--set", "n_steps=16",
         "--set", "batch_size=16", "--set", "n_epochs=1", "--eval-freq", "0", "--eval-episodes", "1", "--checkpoint-freq",
         "0", "--device", "cpu", "--no-progress", "--run-dir", str(tmp_path),
     ]  # fmt: skip
-    result = train.main([*tiny_ppo_ebmm, "--set", "curriculum.s13tmaze.n_timesteps=32"])
-    assert result.stage == "stage 2 of 2 (memory, MiniGrid-Memory-v0)"
-    assert scalars(result.run_dir, "rollout/novelty_bonus") == [(64, pytest.approx(0.01))]
-    direct = train.main([*tiny_ppo_ebmm, "--set", "curriculum=null"])
+    budgets = [f"curriculum.{stage}.n_timesteps=32" for stage in ("s13tmaze", "cue", "room", "hallway")]
+    result = train.main([*tiny_ppo_ebmm, *(argument for budget in budgets for argument in ("--set", budget))])
+    assert result.stage == "stage 5 of 5 (memory, MiniGrid-Memory-v0)"
+    assert scalars(result.run_dir, "rollout/stage") == [(32 * k, float(k)) for k in range(1, 6)]
+    assert scalars(result.run_dir, "rollout/novelty_bonus") == [(32 * k, pytest.approx(0.01)) for k in range(2, 6)]
+    direct = train.main([*tiny_ppo_ebmm, "--timesteps", "64", "--set", "curriculum=null"])
     assert direct.stage == "" and not scalars(direct.run_dir, "rollout/stage")
 
 
