@@ -288,7 +288,10 @@ def build_parser() -> arguments.ArgumentParser:
         "--eval-episodes", type=arguments.positive_int, default=50, help="episodes per evaluation (default 50)"
     )
     parser.add_argument(
-        "--eval-deterministic", action="store_true", help="evaluate with greedy actions (default: sampled, as trained)"
+        "--eval-deterministic",
+        action="store_const",
+        const=True,
+        help="evaluate with greedy actions (default: the config's eval_deterministic, else sampled, as trained)",
     )
     parser.add_argument(
         "--threshold", type=arguments.fraction, default=0.95, help="success rate to count steps to (default 0.95)"

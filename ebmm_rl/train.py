@@ -63,7 +63,10 @@ def build_parser() -> arguments.ArgumentParser:
         "--eval-episodes", type=arguments.positive_int, help=f"episodes per evaluation (default {DEFAULTS['eval_episodes']})"
     )
     parser.add_argument(
-        "--eval-deterministic", action="store_const", const=True, help="evaluate greedy actions (default: sample)"
+        "--eval-deterministic",
+        action="store_const",
+        const=True,
+        help="evaluate greedy actions (default: the config's eval_deterministic, else sample)",
     )
     parser.add_argument(
         "--checkpoint-freq",

@@ -19,6 +19,7 @@ from ebmm_rl import benchmark, evaluate, train
 from ebmm_rl.sb3 import callbacks
 from ebmm_rl.runs.checkpoints import CheckpointCallback, list_checkpoints
 from ebmm_rl.runs.directory import ARGS_FILE
+from ebmm_rl.runs.training import start_run
 
 TINY = [
     "--env", "EBMM-MemoryShort",
@@ -370,6 +371,21 @@ def test_a_curriculum_advances_when_its_evaluations_hold_and_schedules_count_fro
     learning_rates = dict(scalars(result.run_dir, "train/learning_rate"))
     assert learning_rates[64] == pytest.approx(1e-3 * (1 - 32 / 128))
     assert learning_rates[128] == pytest.approx(1e-3 * (1 - (96 - 64) / (128 - 64)))
+
+
+def test_a_config_may_ask_for_greedy_evaluations_and_the_option_wins(tmp_path):
+    def greedy(agent, env, overrides=(), option=None):
+        options = {"agent": agent, "env": env, "eval_deterministic": option}
+        return start_run(options, "python -m ebmm_rl.train", overrides=overrides).settings["eval_deterministic"]
+
+    assert greedy("ppo", "EBMM-MemoryShort") is False  # no key: sampled, the default
+    assert greedy("ppo", "EBMM-MemoryShort", ["eval_deterministic=true"]) is True
+    assert greedy("ppo", "EBMM-MemoryShort", ["eval_deterministic=false"], option=True) is True  # --eval-deterministic
+    assert greedy("ppo_ebmm", "MiniGrid-Memory") is True  # its best model is the best greedy one
+    with pytest.raises(ValueError, match="eval_deterministic 3: expected true or false"):
+        greedy("ppo", "EBMM-MemoryShort", ["eval_deterministic=3"])
+    result = train.main([*TINY, "--set", "eval_deterministic=true", "--run-dir", str(tmp_path)])
+    assert yaml.safe_load((result.run_dir / ARGS_FILE).read_text())["eval_deterministic"] is True
 
 
 def test_minigrid_memory_trains_through_its_curriculum_in_one_run(tmp_path):

@@ -56,6 +56,7 @@ RUN_KEYS: dict[str, str] = {
     "novelty_bonus": "training reward per pose new in the episode (ebmm_rl.sb3.exploration); 0 or absent: none",
     "novelty_bonus_steps": "environment steps over which novelty_bonus decays linearly to 0",
     "curriculum": "stages the run trains through, each on its own env and settings (ebmm_rl.runs.curriculum)",
+    "eval_deterministic": "evaluate greedy actions (true) or sampled ones (false, the default); --eval-deterministic: true",
 }
 """Run-level keys every agent accepts; not passed to the algorithm."""
 

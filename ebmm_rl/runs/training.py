@@ -283,7 +283,8 @@ def start_run(
 ) -> RunSpec:
     """Resolve and check the settings and config of a new run (nothing is written).
 
-    :param options: run settings (:data:`SETTINGS`) and ``run_dir``; missing or ``None`` ones take :data:`DEFAULTS`.
+    :param options: run settings (:data:`SETTINGS`) and ``run_dir``; missing or ``None`` ones take the config's
+        ``eval_deterministic`` where it has one, else :data:`DEFAULTS`.
     :param command: the command line that starts the run, for ``command.txt``.
     :param config_file: a YAML file over the agent's config (:func:`ebmm_rl.runs.config.load_config`).
     :param overrides: ``key=value`` config overrides.
@@ -303,6 +304,9 @@ def start_run(
         if value is not None:
             config[key] = value
     validate(config, agent, "--timesteps/--n-envs")
+    if options.get("eval_deterministic") is None and "eval_deterministic" in config:  # the option wins over the config
+        settings["eval_deterministic"] = config["eval_deterministic"]
+        check_settings(settings)
     policy = None
     if not config.get("policy"):  # the algorithm's policy for the env's observation space, as make_model picks it
         try:
