@@ -373,6 +373,19 @@ def test_a_curriculum_advances_when_its_evaluations_hold_and_schedules_count_fro
     assert learning_rates[128] == pytest.approx(1e-3 * (1 - (96 - 64) / (128 - 64)))
 
 
+def test_the_last_stages_advance_ends_the_run_once_solved(tmp_path, capsys):
+    config = tmp_path / "curriculum.yml"
+    solved = "      advance: {success_rate: 0.0, evaluations: 2}  # met at once: the run ends after 2 evaluations of stage 2\n"
+    config.write_text(CURRICULUM + solved)
+    tiny = [*TINY[: TINY.index("--timesteps")], "--timesteps", "1024", *TINY[TINY.index("--timesteps") + 2 :]]
+    result = train.main([*tiny, "--config", str(config), "--run-dir", str(tmp_path / "runs")])
+    out = capsys.readouterr().out
+    assert "Ending at 128 steps: 2 evaluations in a row reached 0, the last stage's advance" in out
+    assert result.num_timesteps == 128 and not result.interrupted and (result.run_dir / "final_model.zip").is_file()
+    rows = read_rows(result.run_dir / "evaluations.csv")
+    assert [(int(row["timesteps"]), row["stage"]) for row in rows] == [(32, "1"), (64, "1"), (96, "2"), (128, "2")]
+
+
 def test_a_config_may_ask_for_greedy_evaluations_and_the_option_wins(tmp_path):
     def greedy(agent, env, overrides=(), option=None):
         options = {"agent": agent, "env": env, "eval_deterministic": option}

@@ -18,7 +18,8 @@ A config section may hold ``curriculum``, a mapping from stage names to stages, 
 Each stage trains on the section's config with its own keys over it (:data:`STAGE_KEYS`: what SB3 reads during
 training, so the model, its spaces and its optimiser carry over). A stage ends at its budget, or, with ``advance``, at
 the first rollout start after its evaluations reached ``success_rate`` in ``evaluations`` evaluations in a row; the last
-stage ends with the run. Schedules count from their stage's start: ``lin_`` learning rates and clip ranges decay to 0
+stage ends with the run, which its own ``advance`` ends early (the task is solved: SB3's ``StopTrainingOnRewardThreshold``
+on success, held). Schedules count from their stage's start: ``lin_`` learning rates and clip ranges decay to 0
 over the stage, the novelty bonus over ``novelty_bonus_steps`` from the stage's start. ``--set curriculum=null`` trains
 on the run's env alone; dotted keys reach into stages (``--set curriculum.s13tmaze.n_timesteps=300000``).
 
@@ -47,7 +48,8 @@ CURRICULUM_KEY = "curriculum"
 STAGE_CONTROL_KEYS: dict[str, str] = {
     "env": "the stage's env id or alias (default: the run's env; the last stage trains on the run's env)",
     "n_timesteps": "the stage's step budget (every stage but the last, which ends with the run)",
-    "advance": "{success_rate: S, evaluations: K}: end the stage once K evaluations in a row reach S",
+    "advance": "{success_rate: S, evaluations: K}: end the stage once K evaluations in a row reach S (the last stage's: "
+    "end the run, the task solved)",
 }
 STAGE_KEYS = (
     "env_kwargs",
@@ -177,7 +179,7 @@ def stages(config: Mapping[str, Any], env_id: str, agent: Agent) -> list[Stage]:
             raise ValueError(f"{source}: the last stage runs until the run's n_timesteps; drop its n_timesteps.")
         if not last and not _is_count(budget):
             raise ValueError(f"{source}: n_timesteps (the stage's step budget) must be a positive integer, got {budget!r}.")
-        success_rate, evaluations = _advance(settings.get("advance"), source, last)
+        success_rate, evaluations = _advance(settings.get("advance"), source)
         overrides = {key: value for key, value in settings.items() if key not in STAGE_CONTROL_KEYS}
         validate(overrides, agent, source)
         merged = merge(base, overrides)
@@ -188,11 +190,9 @@ def stages(config: Mapping[str, Any], env_id: str, agent: Agent) -> list[Stage]:
     return result
 
 
-def _advance(advance: Any, source: str, last: bool) -> tuple[float | None, int]:
+def _advance(advance: Any, source: str) -> tuple[float | None, int]:
     if advance is None:
         return None, 1
-    if last:
-        raise ValueError(f"{source}: the last stage has no stage to advance to; drop its advance.")
     example = "e.g. advance: {success_rate: 0.95, evaluations: 3}"
     if not isinstance(advance, Mapping) or set(advance) - {"success_rate", "evaluations"}:
         raise ValueError(f"{source}: advance takes success_rate and evaluations, {example}; got {advance!r}.")

@@ -663,7 +663,12 @@ def train_run(
                         reset_num_timesteps=first_learn,  # later stages and resumed runs continue the count and curves
                     )
                 except StageAdvance:
-                    pass
+                    if position.index == len(prepared.stages) - 1:
+                        print(
+                            f"Ending at {model.num_timesteps:,} steps: {stage.evaluations} evaluations in a row reached "
+                            f"{stage.success_rate:g}, the last stage's advance",
+                            flush=True,
+                        )
                 except EndRun:
                     ended = True
                 except (EOFError, ConnectionError):
