@@ -24,6 +24,8 @@ from tensorboard.backend.event_processing.event_file_loader import EventFileLoad
 
 from ebmm_rl import evaluate, train
 from ebmm_rl.runs.checkpoints import BestModel, read_training_state
+from ebmm_rl.runs import interrupt
+from ebmm_rl.runs.interrupt import stop_on_signals
 from ebmm_rl.sb3.algorithms import EBMMPPO
 
 EXACT = [
@@ -328,6 +330,35 @@ def test_a_worker_whose_parent_already_ended_gets_sigterm_at_once():
     )
     worker = subprocess.run([sys.executable, "-c", code], timeout=60)
     assert worker.returncode == -signal.SIGTERM
+
+
+def test_a_second_signal_during_the_stop_save_stops_once_the_save_is_written():
+    # A worker whose benchmark was killed gets SIGTERM (stop_with_parent), and its new parent may send another at once.
+    written = []
+    with pytest.raises(KeyboardInterrupt), stop_on_signals() as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop()
+        with stop.save_before_stopping():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)  # the handler has run, and not stopped the save
+            written.append("checkpoint")
+    assert written == ["checkpoint"]
+    with pytest.raises(KeyboardInterrupt), stop_on_signals():  # outside a save, a second signal stops at once
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)
+        written.append("after the second signal")
+    assert written == ["checkpoint"]
+
+
+def test_an_orphaned_worker_takes_no_second_signal(monkeypatch):
+    # Its benchmark's end stopped it; the process that adopted it may send SIGTERM again, and no one else can.
+    monkeypatch.setattr(interrupt, "_watched_parent", os.getppid() + 1)
+    with stop_on_signals() as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)
+    assert stop.signal == signal.SIGTERM and not stop.second_signal
 
 
 def test_a_killed_benchmark_leaves_no_worker_training_and_its_run_resumable(tmp_path):

@@ -2,7 +2,9 @@
 
 The first signal asks the run to stop at its next environment step (an evaluation under way is abandoned, to be redone
 when the run resumes); the run then saves the state at the start of its rollout, which is exact. A second signal stops
-it at once, keeping only the checkpoints already written.
+it at once, keeping only the checkpoints already written; one that arrives while that save is being written stops the
+run as soon as it is written. A worker whose parent has ended (:func:`stop_with_parent`) takes no second signal: no
+one is left to ask it to stop at once, and the process that adopts it (an init process) may send SIGTERM again.
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ class StopRequest:
 
     def __init__(self) -> None:
         self.signal: signal.Signals | None = None
+        self.saving = False
+        """Whether the save the signal asked for is being written (a second signal waits for it)."""
+        self.second_signal = False
 
     def __call__(self) -> bool:
         """Whether the run was asked to stop."""
@@ -34,6 +39,18 @@ class StopRequest:
     def exit_code(self) -> int:
         """The shell's code for a process ended by the signal: 128 + its number (130 for SIGINT, 143 for SIGTERM)."""
         return 128 + int(self.signal) if self.signal is not None else 0
+
+    @contextlib.contextmanager
+    def save_before_stopping(self) -> Iterator[None]:
+        """Write the stopped run's state in the ``with`` block: a second signal meanwhile raises ``KeyboardInterrupt``
+        once it is written, not half-way through."""
+        self.saving = True
+        try:
+            yield
+        finally:
+            self.saving = False
+        if self.second_signal:
+            raise KeyboardInterrupt
 
 
 @contextlib.contextmanager
@@ -58,7 +75,12 @@ def stop_on_signals() -> Iterator[StopRequest]:
 
     def handle(number: int, frame: object) -> None:
         if request.signal is not None:
-            raise KeyboardInterrupt
+            if _orphaned():
+                return
+            request.second_signal = True
+            if not request.saving:
+                raise KeyboardInterrupt
+            return
         request.signal = signal.Signals(number)
         print(
             f"\n{request.signal.name}: stopping at the next environment step to save the run; send it again to stop at "
@@ -99,6 +121,14 @@ def forward_stop_signals(
         yield received
 
 
+_watched_parent: int | None = None
+"""In a worker: the parent process whose end stops its run (:func:`stop_with_parent`)."""
+
+
+def _orphaned() -> bool:
+    return _watched_parent is not None and os.getppid() != _watched_parent
+
+
 PR_SET_PDEATHSIG = 1
 """prctl(2)'s option: the signal a process receives when the thread that started it ends (Linux)."""
 
@@ -113,8 +143,10 @@ def stop_with_parent(parent_pid: int) -> bool:
         before this call, the worker already has another parent and gets SIGTERM at once.
     :return: whether the request was made (False on other systems, where nothing changes)
     """
+    global _watched_parent
     if not sys.platform.startswith("linux"):
         return False
+    _watched_parent = parent_pid
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
         return False

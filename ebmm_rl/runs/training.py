@@ -677,7 +677,9 @@ def train_run(
                     stopper.stopped = True
                 first_learn = False
                 if stopper.stopped:  # mid-rollout: the policy is still that of the rollout's start
-                    result = stopped(checkpoints.save_rollout_start(), checkpoints.rollout_start.num_timesteps)
+                    with stop.save_before_stopping():
+                        saved = checkpoints.save_rollout_start()
+                    result = stopped(saved, checkpoints.rollout_start.num_timesteps)
                     break
                 last_stage = position.index == len(prepared.stages) - 1
                 if last_stage or model.num_timesteps >= n_timesteps or ended:
@@ -690,7 +692,8 @@ def train_run(
                     )
                     break
                 if stop():  # between two stages: save at the end of this one; a resume goes on to the next
-                    saved = checkpoints.save_now()
+                    with stop.save_before_stopping():
+                        saved = checkpoints.save_now()
                     result = stopped(saved, model.num_timesteps)
                     break
                 # The next learn() keeps this logger (SB3 makes a new one otherwise), with the last update's values.
