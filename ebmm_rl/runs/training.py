@@ -627,6 +627,7 @@ def train_run(
         try:
             while True:
                 stage, position = prepared.stage, prepared.position
+                last_stage = position.index == len(prepared.stages) - 1
                 gate = StageGate(stage, position)
 
                 def after_evaluation(row: dict[str, float], gate: StageGate = gate) -> None:
@@ -663,7 +664,7 @@ def train_run(
                         reset_num_timesteps=first_learn,  # later stages and resumed runs continue the count and curves
                     )
                 except StageAdvance:
-                    if position.index == len(prepared.stages) - 1:
+                    if last_stage:
                         print(
                             f"Ending at {model.num_timesteps:,} steps: {stage.evaluations} evaluations in a row reached "
                             f"{stage.success_rate:g}, the last stage's advance",
@@ -681,7 +682,6 @@ def train_run(
                         saved = checkpoints.save_rollout_start()
                     result = stopped(saved, checkpoints.rollout_start.num_timesteps)
                     break
-                last_stage = position.index == len(prepared.stages) - 1
                 if last_stage or model.num_timesteps >= n_timesteps or ended:
                     learn_fps = fps()
                     saved = checkpoints.save_now()  # before the final evaluation, which a signal may interrupt
